@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh machine:  make demo   |   make test
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | md5sum | cut -c1-12)
+
+.PHONY: demo test test-all bench setup clean
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "fedpop needs Python 3.11 ($(PYTHON) not found; set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --no-deps -r requirements.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	rm -f $(VENV)/.installed-* && touch $@
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/fedpop run fedavg-charlm --out runs/fedavg-charlm
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" --durations=10
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q --durations=10
+
+bench: $(STAMP)
+	mkdir -p bench
+	$(VENV)/bin/fedpop bench engine --out bench/engine.json
+	$(VENV)/bin/fedpop bench scale --out bench/scale.json
+	$(VENV)/bin/fedpop bench secagg --out bench/secagg.json
+
+clean:
+	rm -rf $(VENV) runs

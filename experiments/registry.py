@@ -1,0 +1,24 @@
+"""Named, reproducible studies that `fedpop run NAME` knows."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+CONFIGS = Path(__file__).parent / "configs"
+
+# name -> (module with run(cfg, out_dir, progress) -> summary, default config file)
+EXPERIMENTS = {
+    "fedavg-charlm": ("experiments.fedavg_charlm", "fedavg-charlm.yaml"),
+    "fedavg-mlp": ("experiments.fedavg_train", "mlp.yaml"),
+}
+
+
+def names() -> list[str]:
+    return sorted(EXPERIMENTS)
+
+
+def lookup(name: str):
+    if name not in EXPERIMENTS:
+        raise KeyError(f"unknown experiment {name!r} (available: {', '.join(names())})")
+    module, config = EXPERIMENTS[name]
+    return importlib.import_module(module), CONFIGS / config

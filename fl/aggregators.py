@@ -1,0 +1,82 @@
+"""Composable aggregators in the style of `tff.aggregators`: factories that wrap factories.
+
+An aggregator has two halves. `client(delta, examples)` runs in the worker on each
+device's update and returns what is summed (weighted delta, weight); workers add these
+up in float64 and the server adds the workers' partial sums. `finalize` turns the sum
+into the mean update on the server and may keep state (e.g. the DP accountant).
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from fl.config import AggregatorSection
+
+
+class Aggregator(NamedTuple):
+    init: Callable[[], dict]
+    client: Callable[[np.ndarray, float], tuple[np.ndarray, float, dict]]
+    # (state, summed, weight_sum, reports, round_seed) -> (mean, state, metrics)
+    finalize: Callable[[dict, np.ndarray, float, int, int], tuple[np.ndarray, dict, dict]]
+
+
+def mean(weighting: str = "examples") -> Aggregator:
+    """Weighted mean; `examples` weighting is FedAvg's (McMahan et al. 2017)."""
+
+    def client(delta, examples):
+        w = float(examples) if weighting == "examples" else 1.0
+        return delta * w, w, {}
+
+    def finalize(state, summed, weight_sum, reports, round_seed):
+        return summed / max(weight_sum, 1e-12), state, {}
+
+    return Aggregator(dict, client, finalize)
+
+
+def clipped(max_norm: float, inner: Aggregator) -> Aggregator:
+    """L2-clip each device's delta to `max_norm` before the inner aggregator sees it."""
+
+    def client(delta, examples):
+        norm = float(np.linalg.norm(delta))
+        scale = min(1.0, max_norm / norm) if norm > 0 else 1.0
+        out, w, info = inner.client(delta * scale, examples)
+        return out, w, {**info, "clipped": float(scale < 1.0)}
+
+    return Aggregator(inner.init, client, inner.finalize)
+
+
+def gaussian_dp(noise_multiplier: float, clip_norm: float, expected_reports: int,
+                sampling_prob: float, target_delta: float) -> Aggregator:
+    """DP-FedAvg (McMahan et al. 2018, "Learning Differentially Private Recurrent Language
+    Models"): clip each update to C, average with the fixed denominator of the expected
+    report count, add N(0, (z C)^2) to the sum. Privacy is accounted with `dp_accounting`
+    RDP for Poisson-subsampled Gaussian with the sampling probability q, composed per round.
+    """
+    base = clipped(clip_norm, mean("uniform"))
+
+    def finalize(state, summed, weight_sum, reports, round_seed):
+        rng = np.random.default_rng(np.random.SeedSequence([round_seed, 0xD9]))
+        noisy = summed + rng.normal(0.0, noise_multiplier * clip_norm, summed.shape)
+        rounds = state.get("rounds", 0) + 1
+        eps = dp_epsilon(noise_multiplier, sampling_prob, rounds, target_delta)
+        return noisy / expected_reports, {"rounds": rounds}, {"dp_epsilon": eps}
+
+    return Aggregator(lambda: {"rounds": 0}, base.client, finalize)
+
+
+def dp_epsilon(noise_multiplier: float, sampling_prob: float, rounds: int, delta: float) -> float:
+    import dp_accounting
+
+    acc = dp_accounting.rdp.RdpAccountant()
+    event = dp_accounting.PoissonSampledDpEvent(sampling_prob, dp_accounting.GaussianDpEvent(noise_multiplier))
+    acc.compose(event, rounds)
+    return float(acc.get_epsilon(delta))
+
+
+def from_config(c: AggregatorSection, cohort_goal: int, population_size: int) -> Aggregator:
+    if c.dp_noise_multiplier > 0:
+        q = min(1.0, cohort_goal / population_size)
+        return gaussian_dp(c.dp_noise_multiplier, c.clip_norm, cohort_goal, q, c.dp_delta)
+    agg = mean(c.weighting)
+    return clipped(c.clip_norm, agg) if c.clip_norm > 0 else agg

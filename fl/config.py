@@ -1,0 +1,226 @@
+"""Experiment configuration: typed sections, YAML files, `--set key=value` overrides.
+
+Every key is validated before any work starts: an unknown key or a bad value raises
+`ConfigError` naming the dotted key and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the key and the allowed values."""
+
+
+def choice(default, *allowed):
+    return field(default=default, metadata={"choices": allowed})
+
+
+def bounded(default, lo=None, hi=None):
+    return field(default=default, metadata={"min": lo, "max": hi})
+
+
+@dataclass
+class ExperimentSection:
+    name: str = "fedavg-charlm"
+    task: str = choice("charlm", "charlm", "mlp")
+    seed: int = 0
+    rounds: int = bounded(30, 1)
+
+
+@dataclass
+class PopulationSection:
+    size: int = bounded(2000, 1)
+    examples_median: float = bounded(60.0, 1)
+    examples_sigma: float = bounded(0.5, 0)
+    examples_min: int = bounded(20, 1)
+    examples_max: int = bounded(200, 1)
+    eligible_prob: float = bounded(0.6, 0, 1)  # idle & charging & unmetered on a given night
+    night_start_hour: float = bounded(22.0, 0, 24)
+    night_hours: float = bounded(8.0, 0, 24)
+    dropout_per_hour: float = bounded(0.3, 0)
+
+
+@dataclass
+class CohortSection:
+    goal: int = bounded(20, 1)
+    over_selection: float = bounded(1.3, 1)
+    deadline_s: float = bounded(600.0, 1)
+    min_reports: int = bounded(10, 1)
+    round_interval_s: float = bounded(900.0, 0)
+    start_hour_utc: float = bounded(2.0, 0, 24)
+
+
+@dataclass
+class ClientSection:
+    algorithm: str = choice("fedavg", "fedavg", "fedsgd", "fedprox")
+    epochs: int = bounded(1, 1)
+    batch_size: int = bounded(10, 1)
+    max_batches: int = bounded(0, 0)  # 0: all batches
+    lr: float = bounded(0.5, 0)
+    prox_mu: float = bounded(0.0, 0)
+    shuffle: bool = True
+
+
+@dataclass
+class ServerSection:
+    optimizer: str = choice("sgd", "sgd", "momentum", "adam", "yogi")
+    lr: float = bounded(1.0, 0)
+    momentum: float = bounded(0.9, 0, 1)
+    beta1: float = bounded(0.9, 0, 1)
+    beta2: float = bounded(0.99, 0, 1)
+    eps: float = bounded(1e-3, 0)
+
+
+@dataclass
+class AggregatorSection:
+    kind: str = choice("mean", "mean", "secagg")
+    weighting: str = choice("examples", "examples", "uniform")
+    clip_norm: float = bounded(0.0, 0)  # 0 disables clipping
+    dp_noise_multiplier: float = bounded(0.0, 0)  # 0 disables central DP
+    dp_delta: float = bounded(1e-6, 0, 1)
+
+
+@dataclass
+class EvalSection:
+    every: int = bounded(5, 0)  # 0 disables federated evaluation
+    cohort: int = bounded(20, 1)
+
+
+@dataclass
+class WorkersSection:
+    num: int = bounded(0, 0)  # 0: available CPUs // cpus_per_worker
+    cpus_per_worker: int = bounded(1, 1)
+    ray_address: str = ""  # "" starts a local Ray; "auto" joins a running cluster
+    object_store_mb: int = bounded(512, 64)
+    cache_dir: str = ""  # "" -> ~/.cache/fedpop
+
+
+@dataclass
+class FaultsSection:
+    """Fault injection, for robustness studies and tests (all off by default)."""
+    device_error_rate: float = bounded(0.0, 0, 1)
+    nan_rate: float = bounded(0.0, 0, 1)
+    kill_worker_round: int = -1  # the first worker crashes mid-round in this round
+
+
+@dataclass
+class Config:
+    experiment: ExperimentSection = field(default_factory=ExperimentSection)
+    population: PopulationSection = field(default_factory=PopulationSection)
+    cohort: CohortSection = field(default_factory=CohortSection)
+    client: ClientSection = field(default_factory=ClientSection)
+    server: ServerSection = field(default_factory=ServerSection)
+    aggregator: AggregatorSection = field(default_factory=AggregatorSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    workers: WorkersSection = field(default_factory=WorkersSection)
+    faults: FaultsSection = field(default_factory=FaultsSection)
+    task: Any = None  # the task's own dataclass, chosen by experiment.task
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _coerce(key: str, value: Any, typ: Any, meta) -> Any:
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"bad value for '{key}': {value!r} (allowed: true, false)")
+    if typing.get_origin(typ) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"bad value for '{key}': {value!r} (expected a list)")
+        (inner, _) = typing.get_args(typ)
+        return tuple(_coerce(key, v, inner, {}) for v in value)
+    try:
+        if typ is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
+            raise ValueError
+        out = typ(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"bad value for '{key}': {value!r} (expected {typ.__name__})") from None
+    allowed = meta.get("choices")
+    if allowed and out not in allowed:
+        raise ConfigError(f"bad value for '{key}': {out!r} (allowed: {', '.join(map(str, allowed))})")
+    lo, hi = meta.get("min"), meta.get("max")
+    if (lo is not None and out < lo) or (hi is not None and out > hi):
+        rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        raise ConfigError(f"bad value for '{key}': {out!r} (allowed range {rng})")
+    return out
+
+
+def build_section(cls, values: dict | None, prefix: str):
+    """Build dataclass `cls` from a dict, rejecting unknown keys and bad values."""
+    values = dict(values or {})
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            raise ConfigError(f"unknown key '{prefix}{key}' (allowed: {', '.join(names)})")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            kwargs[f.name] = _coerce(prefix + f.name, values[f.name], hints[f.name], f.metadata)
+    return cls(**kwargs)
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """['cohort.goal=50', 'server.optimizer=adam'] -> nested dict (values parsed as YAML)."""
+    out: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        key, raw = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def load_config(raw: dict | None = None, overrides: list[str] | None = None) -> Config:
+    """Validate a nested dict (from YAML) plus overrides into a `Config`."""
+    from clients.tasks import task_config_class  # the task decides its own keys
+
+    data = _merge(raw or {}, parse_overrides(overrides or []))
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    for key in data:
+        if key not in sections:
+            raise ConfigError(f"unknown key '{key}' (allowed: {', '.join(sections)})")
+    hints = typing.get_type_hints(Config)
+    kwargs = {name: build_section(hints[name], data.get(name), name + ".")
+              for name in sections if name != "task"}
+    task_name = kwargs["experiment"].task
+    kwargs["task"] = build_section(task_config_class(task_name), data.get("task"), "task.")
+    cfg = Config(**kwargs)
+    if cfg.cohort.min_reports > cfg.cohort.goal:
+        raise ConfigError(f"bad value for 'cohort.min_reports': {cfg.cohort.min_reports} "
+                          f"(allowed range [1, cohort.goal={cfg.cohort.goal}])")
+    if cfg.population.examples_min > cfg.population.examples_max:
+        raise ConfigError("bad value for 'population.examples_min': must be <= population.examples_max")
+    if cfg.client.algorithm == "fedprox" and cfg.client.prox_mu <= 0:
+        raise ConfigError("bad value for 'client.prox_mu': fedprox needs prox_mu > 0")
+    if cfg.aggregator.dp_noise_multiplier > 0 and cfg.aggregator.clip_norm <= 0:
+        raise ConfigError("bad value for 'aggregator.clip_norm': central DP needs clip_norm > 0")
+    return cfg
+
+
+def load_yaml(path: str, overrides: list[str] | None = None) -> Config:
+    with open(path) as fh:
+        raw = yaml.safe_load(fh) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return load_config(raw, overrides)

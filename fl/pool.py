@@ -1,0 +1,71 @@
+"""A pool of long-lived Ray actors (`DeviceWorker`) that the coordinator fans rounds out to.
+
+Weights go out once per round via `ray.put`; devices are split into contiguous id
+ranges, one per worker; a worker that dies mid-round is replaced and its devices are
+reported as dropouts, so the round still completes.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import ray
+
+from fl.worker import DeviceWorker, crashed_result
+
+log = logging.getLogger("fedpop")
+
+
+def start_ray(address: str = "", object_store_mb: int = 512, num_cpus: int | None = None) -> None:
+    if ray.is_initialized():
+        return
+    env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}}
+    if address:
+        ray.init(address=address, runtime_env=env, logging_level=logging.WARNING, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), object_store_memory=object_store_mb * 2**20,
+                 include_dashboard=False, runtime_env=env, logging_level=logging.WARNING)
+
+
+class WorkerPool:
+    def __init__(self, config: dict, num_workers: int = 0, cpus_per_worker: int = 1):
+        if num_workers <= 0:
+            num_workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_worker)
+        self.config, self.cpus = config, cpus_per_worker
+        self._cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=0)(DeviceWorker)
+        self.actors = [self._start(i) for i in range(num_workers)]
+        ray.get([a.ping.remote() for a in self.actors])  # wait until every model is built
+        self.replaced = 0
+
+    def _start(self, index: int):
+        return self._cls.remote(self.config, index, self.cpus)
+
+    def __len__(self) -> int:
+        return len(self.actors)
+
+    def initial_weights(self) -> np.ndarray:
+        return ray.get(self.actors[0].initial_weights.remote())
+
+    def run(self, round_num: int, weights: np.ndarray, device_ids: np.ndarray, num_examples: np.ndarray,
+            mode: str = "train") -> list[dict]:
+        """Run devices on all workers; results come back in worker order (deterministic)."""
+        ref = ray.put(weights)
+        splits = np.array_split(np.arange(len(device_ids)), len(self.actors))
+        futures = [a.run.remote(round_num, ref, device_ids[s], num_examples[s], mode)
+                   for a, s in zip(self.actors, splits)]
+        results = []
+        for i, (fut, s) in enumerate(zip(futures, splits)):
+            try:
+                results.append(ray.get(fut))
+            except ray.exceptions.RayActorError as e:
+                log.warning("worker %d died in round %d (%s); replacing it", i, round_num, type(e).__name__)
+                results.append(crashed_result(device_ids[s], num_examples[s], f"worker {i} crashed: {type(e).__name__}"))
+                self.actors[i] = self._start(i)
+                self.replaced += 1
+        return results
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            ray.kill(a)
+        self.actors = []

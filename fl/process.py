@@ -1,0 +1,110 @@
+"""The federated training process, shaped like `tff.learning`'s iterative processes:
+`state = process.initialize()`, then `state, output = process.next(state)` per round.
+
+A round: plan the cohort on the simulated clock -> the worker pool trains the accepted
+devices -> partial sums are added in worker order -> the aggregator turns them into the
+mean update -> the server optimizer applies it (Reddi et al. 2021 server step).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fl import aggregators, optimizers
+from fl.cohort import ACCEPTED, DROPPED, FAILED, REJECTED, STRAGGLER, plan_round, select_cohort
+from fl.config import Config
+from fl.population import Population
+from fl.seeding import rng_for, seed_words
+
+
+@dataclass
+class ServerState:
+    round: int
+    weights: np.ndarray  # float32, flat
+    opt_state: dict = field(default_factory=dict)
+    agg_state: dict = field(default_factory=dict)
+
+
+@dataclass
+class RoundOutput:
+    metrics: dict
+    clients: list[dict]
+
+
+class FederatedProcess:
+    def __init__(self, cfg: Config, pool, population: Population):
+        self.cfg, self.pool, self.population = cfg, pool, population
+        self.optimizer = optimizers.from_config(cfg.server)
+        self.aggregator = aggregators.from_config(cfg.aggregator, cfg.cohort.goal, population.size)
+
+    def initialize(self) -> ServerState:
+        w = np.asarray(self.pool.initial_weights(), np.float32)
+        return ServerState(0, w, self.optimizer.init(w.astype(np.float64)), self.aggregator.init())
+
+    def next(self, state: ServerState) -> tuple[ServerState, RoundOutput]:
+        cfg, r = self.cfg, state.round
+        t0 = time.perf_counter()
+        plan = plan_round(self.population, cfg.cohort, r, cfg.experiment.seed, cfg.client.epochs,
+                          model_bytes=4 * state.weights.size)
+        ex = self.population.columns["num_examples"]
+        ids = plan.accepted_ids
+        results = self.pool.run(r, state.weights, ids, ex[ids], "train")
+        clients = [rec for res in results for rec in res["records"]]
+        clients += [{"device_id": int(d), "status": s, "examples": int(ex[d]), "loss": np.nan,
+                     "accuracy": np.nan, "error": "", "compute_s": 0.0}
+                    for d, s in zip(plan.device_ids.tolist(), plan.status) if s != ACCEPTED]
+        for rec in clients:
+            rec["round"] = r
+        clients.sort(key=lambda rec: rec["device_id"])
+        counts = {s: sum(rec["status"] == s for rec in clients) for s in (ACCEPTED, DROPPED, STRAGGLER, FAILED, REJECTED)}
+        sums: dict = {}
+        total, weight = np.zeros(state.weights.size, np.float64), 0.0
+        for res in results:  # fixed worker order: same bits for the same worker count
+            if res["sum"] is not None:
+                total += res["sum"]
+                weight += res["weight"]
+            for k, v in res["metrics"].items():
+                sums[k] = sums.get(k, 0.0) + v
+        metrics = {"round": r, "sim_seconds": plan.sim_seconds, "selected": len(plan.device_ids),
+                   "accepted": counts[ACCEPTED], "dropped": counts[DROPPED], "stragglers": counts[STRAGGLER],
+                   "failed": counts[FAILED], "rejected": counts[REJECTED],
+                   "train_loss": sums.get("loss_sum", np.nan) / max(sums.get("examples", 0), 1),
+                   "train_accuracy": sums.get("correct_sum", np.nan) / max(sums.get("examples", 0), 1),
+                   "train_examples": sums.get("examples", 0.0),
+                   "device_compute_s": max((res["compute_s"] for res in results), default=0.0),
+                   "updated": False, "message": ""}
+        if "clipped" in sums:
+            metrics["clipped_fraction"] = sums["clipped"] / max(sums["reports"], 1)
+        new_state = ServerState(r + 1, state.weights, state.opt_state, state.agg_state)
+        reports = counts[ACCEPTED]
+        if reports < cfg.cohort.min_reports:
+            metrics["message"] = (f"round {r} made no update: only {reports} devices reported, "
+                                  f"cohort.min_reports is {cfg.cohort.min_reports}")
+        else:
+            round_seed = int(np.random.SeedSequence(seed_words(cfg.experiment.seed, "aggregate", r)).generate_state(1)[0])
+            mean_delta, agg_state, agg_metrics = self.aggregator.finalize(state.agg_state, total, weight, reports, round_seed)
+            step, opt_state = self.optimizer.update(state.opt_state, -mean_delta)
+            new_w = (state.weights.astype(np.float64) + step).astype(np.float32)
+            new_state = ServerState(r + 1, new_w, opt_state, agg_state)
+            metrics.update(agg_metrics, updated=True, update_norm=float(np.linalg.norm(mean_delta)))
+        if cfg.eval.every and (r + 1) % cfg.eval.every == 0:
+            metrics.update(self.evaluate(new_state))
+        metrics["wall_s"] = time.perf_counter() - t0
+        return new_state, RoundOutput(metrics, clients)
+
+    def evaluate(self, state: ServerState) -> dict:
+        """Federated evaluation on a fresh cohort's held-out data, example-weighted."""
+        cfg = self.cfg
+        t = cfg.cohort.start_hour_utc * 3600.0 + state.round * cfg.cohort.round_interval_s
+        ids = select_cohort(self.population, cfg.eval.cohort, t, rng_for(cfg.experiment.seed, "eval", state.round))
+        ex = np.minimum(self.population.columns["num_examples"][ids], 50)
+        results = self.pool.run(state.round, state.weights, ids, ex, "eval")
+        s: dict = {}
+        for res in results:
+            for k, v in res["metrics"].items():
+                s[k] = s.get(k, 0.0) + v
+        n = max(s.get("examples", 0.0), 1.0)
+        return {"eval_loss": s.get("loss_sum", np.nan) / n, "eval_accuracy": s.get("correct_sum", np.nan) / n,
+                "eval_devices": int(sum(r["status"] == ACCEPTED for res in results for r in res["records"]))}

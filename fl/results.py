@@ -1,0 +1,117 @@
+"""Run outputs: rounds.parquet, clients.parquet, TensorBoard events, summary.json, a PNG curve.
+
+Tables are rewritten atomically after every round, so a run directory is always
+consistent with its checkpoint and loads straight into pandas.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+CLIENT_COLUMNS = ["round", "device_id", "status", "examples", "loss", "accuracy", "error", "compute_s"]
+
+
+def _write_parquet(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_suffix(".tmp.parquet")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def write_json(obj, path: Path) -> None:
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return None if not math.isfinite(float(x)) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+class TensorBoardWriter:
+    """Scalar events written with TensorBoard's own writer (no TensorFlow needed here)."""
+
+    def __init__(self, log_dir: Path):
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        self._writer = EventFileWriter(str(log_dir))
+
+    def scalars(self, step: int, values: dict) -> None:
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+
+        vals = [summary_pb2.Summary.Value(tag=k, simple_value=float(v)) for k, v in values.items()
+                if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and math.isfinite(float(v))]
+        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=step,
+                                               summary=summary_pb2.Summary(value=vals)))
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class RunRecorder:
+    def __init__(self, out_dir: str | os.PathLike, start_round: int = 0):
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.rounds: list[dict] = []
+        self.clients = pd.DataFrame(columns=CLIENT_COLUMNS)
+        if start_round > 0:  # resuming: keep exactly the rounds the checkpoint covers
+            self.rounds = [r for r in pd.read_parquet(self.dir / "rounds.parquet").to_dict("records")
+                           if r["round"] < start_round]
+            old = pd.read_parquet(self.dir / "clients.parquet")
+            self.clients = old[old["round"] < start_round]
+        self.tb = TensorBoardWriter(self.dir / "tensorboard")
+
+    def add_round(self, metrics: dict, clients: list[dict]) -> None:
+        self.rounds.append(metrics)
+        new = pd.DataFrame(clients).reindex(columns=CLIENT_COLUMNS)
+        self.clients = new if self.clients.empty else pd.concat([self.clients, new], ignore_index=True)
+        _write_parquet(self.rounds_frame(), self.dir / "rounds.parquet")
+        _write_parquet(self.clients, self.dir / "clients.parquet")
+        self.tb.scalars(int(metrics["round"]), metrics)
+
+    def rounds_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rounds)
+
+    def finish(self, summary: dict) -> None:
+        write_json(summary, self.dir / "summary.json")
+        plot_training_curve(self.rounds_frame(), self.dir / "training_curve.png")
+        self.tb.close()
+
+
+def plot_training_curve(df: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for col, ax, label in (("loss", axes[0], "loss"), ("accuracy", axes[1], "accuracy")):
+        for split, style in (("train", "-"), ("eval", "o-")):
+            name = f"{split}_{col}"
+            if name in df and df[name].notna().any():
+                d = df[df[name].notna()]
+                ax.plot(d["round"] + 1, d[name], style, label=split)
+        ax.set_xlabel("round")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("federated training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,110 @@
+"""A long-lived device worker: builds the task's model once, then trains many devices.
+
+One worker per CPU share (pfl-research's design): per round it receives the global
+weights once (zero-copy from the object store), runs its devices one after another and
+returns only the partial sums of their updates and metrics (float64, in device-id
+order), plus one small record per device.
+"""
+from __future__ import annotations
+
+import os
+import time
+import traceback
+
+import numpy as np
+
+from fl.cohort import ACCEPTED, DROPPED, FAILED, REJECTED
+from fl.seeding import hash_uniform
+
+
+class DeviceWorker:
+    def __init__(self, config: dict, worker_index: int = 0, threads: int = 1):
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        from clients.cache import DeviceCache
+        from clients.tasks import make_task
+        from clients.trainer import DeviceTrainer
+        from fl.aggregators import from_config as aggregator_from_config
+        from fl.config import load_config
+
+        self.cfg = load_config(config)
+        self.index = worker_index
+        seed = self.cfg.experiment.seed
+        self.task = make_task(self.cfg.experiment.task, self.cfg.task, seed)
+        self.trainer = DeviceTrainer(self.task, self.cfg.client)
+        self.aggregator = aggregator_from_config(self.cfg.aggregator, self.cfg.cohort.goal,
+                                                 self.cfg.population.size)
+        self.cache = DeviceCache(self.cfg.workers.cache_dir or None, self.task.cache_namespace)
+
+    def ping(self) -> dict:
+        import ray
+
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+
+    def initial_weights(self) -> np.ndarray:
+        return self.trainer.get_weights()
+
+    def _data(self, device_id: int, n: int, split: str):
+        return self.cache.get_or_make(f"{device_id}-{split}-{n}",
+                                      lambda: self.task.device_data(device_id, n, split))
+
+    def run(self, round_num: int, weights: np.ndarray, device_ids: np.ndarray, num_examples: np.ndarray,
+            mode: str = "train") -> dict:
+        """Train (or evaluate) devices in id order; return partial sums and per-device records."""
+        seed, faults = self.cfg.experiment.seed, self.cfg.faults
+        t0 = time.perf_counter()
+        global_w = np.asarray(weights, np.float32)
+        total = np.zeros(global_w.shape, np.float64) if mode == "train" else None
+        weight_sum, metric_sums, records = 0.0, {}, []
+        crash_at = len(device_ids) // 2 if (mode == "train" and round_num == faults.kill_worker_round
+                                           and self.index == 0) else -1
+        for pos, (dev, n) in enumerate(zip(device_ids.tolist(), num_examples.tolist())):
+            if pos == crash_at:
+                os._exit(1)  # simulated worker crash: the process dies mid-round
+            t_dev = time.perf_counter()
+            rec = {"device_id": dev, "status": ACCEPTED, "examples": int(n), "loss": np.nan,
+                   "accuracy": np.nan, "error": ""}
+            try:
+                if mode == "eval":
+                    b = self.trainer.batches(self._data(dev, n, "eval"), seed, round_num, dev, train=False)
+                    stats = self.trainer.evaluate(global_w, b)
+                    _add(metric_sums, stats)
+                else:
+                    if hash_uniform(seed, dev, round_num * 2 + 1) < faults.device_error_rate:
+                        raise RuntimeError(f"injected device fault on device {dev}")
+                    b = self.trainer.batches(self._data(dev, n, "train"), seed, round_num, dev)
+                    new_w, stats = self.trainer.train(global_w, b)
+                    delta = new_w.astype(np.float64) - global_w
+                    if hash_uniform(seed, dev, round_num * 2) < faults.nan_rate:
+                        delta[0] = np.nan
+                    if not np.all(np.isfinite(delta)):
+                        rec.update(status=REJECTED, error="non-finite update (NaN/Inf) rejected")
+                    else:
+                        contrib, w, info = self.aggregator.client(delta, stats["examples"])
+                        total += contrib
+                        weight_sum += w
+                        _add(metric_sums, {**stats, **info, "reports": 1.0})
+                rec.update(loss=stats["loss_sum"] / max(stats["examples"], 1),
+                           accuracy=stats["correct_sum"] / max(stats["examples"], 1))
+            except Exception as e:  # a failing device never takes the worker down
+                rec.update(status=FAILED, error=f"{type(e).__name__}: {e}"[:500])
+                rec["traceback"] = traceback.format_exc(limit=3)
+            rec["compute_s"] = time.perf_counter() - t_dev
+            records.append(rec)
+        return {"sum": total, "weight": weight_sum, "metrics": metric_sums, "records": records,
+                "compute_s": time.perf_counter() - t0, "cache_rebuilt": self.cache.rebuilt}
+
+
+def _add(acc: dict, stats: dict) -> None:
+    for k, v in stats.items():
+        acc[k] = acc.get(k, 0.0) + float(v)
+
+
+def crashed_result(device_ids: np.ndarray, num_examples: np.ndarray, error: str) -> dict:
+    """What a worker that died mid-round contributes: nothing, and its devices are dropouts."""
+    return {"sum": None, "weight": 0.0, "metrics": {}, "compute_s": 0.0, "cache_rebuilt": 0,
+            "records": [{"device_id": int(d), "status": DROPPED, "examples": int(n), "loss": np.nan,
+                         "accuracy": np.nan, "error": error, "compute_s": 0.0}
+                        for d, n in zip(device_ids.tolist(), num_examples.tolist())]}

@@ -1,0 +1,31 @@
+"""Secure aggregation for fedpop.
+
+Bonawitz et al., "Practical Secure Aggregation for Privacy-Preserving Machine
+Learning" (CCS 2017) double masking, with the sparse SecAgg+ neighbour graph of
+Bell et al., "Secure Single-Server Aggregation with (Poly)Logarithmic
+Overhead" (CCS 2020).  Quantisation and distributed discrete-Gaussian DP follow
+Kairouz, Liu, Steinke, "The Distributed Discrete Gaussian Mechanism for
+Federated Learning with Secure Aggregation" (ICML 2021).
+
+Entry points: :func:`run_protocol` (a whole round in-process),
+:class:`SecAggClient` / :class:`SecAggServer` (state machines for an engine),
+:func:`presum` (worker-side pre-summing of masked inputs), :mod:`secagg.quantize`,
+:mod:`secagg.dp`, :func:`secagg.bench.run_bench`.
+"""
+from .client import SecAggClient
+from .config import RoundConfig, make_config
+from .errors import (DecryptionError, DuplicateClientError, InconsistentSharesError, MalformedMessageError,
+                     ProtocolStateError, SecAggAbort, SecAggError, UnknownClientError)
+from .graph import choose_k_t, harary_graph
+from .messages import (AdvertiseKeys, ForwardedShares, KeyBroadcast, MaskedInput, ShareKeys, UnmaskRequest,
+                       UnmaskResponse, decode, presum)
+from .protocol import ProtocolResult, run_protocol
+from .server import STAGES, SecAggServer
+
+__all__ = [
+    "run_protocol", "ProtocolResult", "SecAggClient", "SecAggServer", "RoundConfig", "make_config", "STAGES",
+    "presum", "decode", "AdvertiseKeys", "KeyBroadcast", "ShareKeys", "ForwardedShares", "MaskedInput",
+    "UnmaskRequest", "UnmaskResponse", "choose_k_t", "harary_graph", "SecAggError", "SecAggAbort",
+    "MalformedMessageError", "DecryptionError", "DuplicateClientError", "UnknownClientError",
+    "ProtocolStateError", "InconsistentSharesError",
+]

@@ -1,0 +1,201 @@
+"""Client state machine of SecAgg / SecAgg+ (Bonawitz et al., CCS 2017, Fig. 4;
+neighbour-restricted as in Bell et al., CCS 2020).
+
+Stages, each callable exactly once and in order::
+
+    advertise_keys() -> AdvertiseKeys
+    share_keys(KeyBroadcast) -> ShareKeys
+    masked_input(ForwardedShares, x) -> MaskedInput
+    unmask(UnmaskRequest) -> UnmaskResponse
+
+A client never reveals both the share of ``b_v`` and the share of ``s_v^SK``
+of the same peer ``v``: one unmask request is answered, and a request naming
+a peer as both survivor and dropout is refused.
+"""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from .config import RoundConfig
+from .errors import (DecryptionError, MalformedMessageError, ProtocolStateError, SecAggAbort,
+                     UnknownClientError)
+from .keys import (Channel, agree, associated_data, channel_key, generate_keypair, load_public,
+                   mask_seed, self_mask_seed, NONCE_BYTES)
+from .messages import AdvertiseKeys, ForwardedShares, KeyBroadcast, MaskedInput, ShareKeys, UnmaskRequest, UnmaskResponse
+from .prg import MaskExpander, reduce_mod
+from .rand import SystemRandomSource
+from .shamir import PRIME, SHARE_BYTES, share_many, x_of
+
+def _stage(cur: str, nxt: str):
+    """Run a stage method in state ``cur``; move to ``nxt``, or to 'aborted' on error."""
+    def deco(fn):
+        def wrapper(self, *args, **kwargs):
+            if self.stage != cur:
+                raise ProtocolStateError(f"client {self.id}: in stage {self.stage!r}, cannot run {cur!r}")
+            try:
+                out = fn(self, *args, **kwargs)
+            except BaseException:
+                self.stage = "aborted"
+                raise
+            self.stage = nxt
+            return out
+        wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+        return wrapper
+    return deco
+
+
+_PT = struct.Struct(f"<II16s{SHARE_BYTES}s{SHARE_BYTES}s")  # sender, receiver, round, s-share, b-share
+
+
+def check_input(x, m: int, bits: int) -> np.ndarray:
+    """Validate a client input: length-m integers in [0, 2^bits)."""
+    x = np.asarray(x)
+    if x.shape != (m,):
+        raise ValueError(f"input must have shape ({m},), got {x.shape}")
+    if x.dtype.kind not in "ui":
+        raise ValueError(f"input must be integers, got {x.dtype}")
+    if x.size and (int(x.min()) < 0 or int(x.max()) >> bits):
+        raise ValueError(f"input entries must be in [0, 2^{bits})")
+    return x
+
+
+class SecAggClient:
+    """One client's side of a round.
+
+    ``rand`` is the source of secret randomness (OS CSPRNG by default);
+    ``expander`` may be shared between clients run by the same worker to reuse
+    the PRG buffer.
+    """
+
+    def __init__(self, client_id: int, config: RoundConfig, rand=None, expander: MaskExpander | None = None):
+        if not 0 <= client_id < config.n:
+            raise UnknownClientError(f"client id {client_id} not in round of {config.n}")
+        self.id = int(client_id)
+        self.cfg = config
+        self.neighbours = config.neighbours[client_id]
+        self.rand = rand if rand is not None else SystemRandomSource()
+        self.expander = expander if expander is not None else MaskExpander(config.m, config.bits, config.prg)
+        self.stage = "advertise_keys"
+        self.revealed: dict[int, str] = {}  # owner -> 'b' or 's'
+
+    # -- helpers ---------------------------------------------------------
+    def _check_msg(self, msg, cls, who: int) -> None:
+        if not isinstance(msg, cls):
+            raise MalformedMessageError(f"expected {cls.__name__}, got {type(msg).__name__}")
+        msg.validate()
+        if msg.round_id != self.cfg.round_id:
+            raise MalformedMessageError("message is for another round")
+        if who != self.id:
+            raise UnknownClientError(f"message addressed to {who}, not client {self.id}")
+
+    # -- stage 0 ---------------------------------------------------------
+    @_stage("advertise_keys", "share_keys")
+    def advertise_keys(self) -> AdvertiseKeys:
+        """Generate (c_u, s_u) X25519 key pairs and advertise the public halves."""
+        self._c_sk, self.c_pk = generate_keypair(self.rand)
+        self._s_sk, self.s_pk = generate_keypair(self.rand)
+        return AdvertiseKeys(self.cfg.round_id, self.id, self.c_pk, self.s_pk)
+
+    # -- stage 1 ---------------------------------------------------------
+    @_stage("share_keys", "masked_input")
+    def share_keys(self, msg: KeyBroadcast) -> ShareKeys:
+        """Shamir-share s_u^SK and a fresh self-mask seed b_u among the
+        neighbours in U1 and encrypt each share pair under AES-GCM."""
+        self._check_msg(msg, KeyBroadcast, msg.receiver if isinstance(msg, KeyBroadcast) else -1)
+        cfg, keys = self.cfg, msg.keys
+        unknown = [v for v in keys if v not in self.neighbours]
+        if unknown:
+            raise UnknownClientError(f"client {self.id}: keys for non-neighbours {sorted(unknown)[:5]}")
+        if len(keys) + 1 < cfg.threshold:
+            raise SecAggAbort(f"client {self.id}: only {len(keys)} neighbours left, threshold {cfg.threshold}")
+        pks = [self.c_pk, self.s_pk] + [pk for pair in keys.values() for pk in pair]
+        if len(set(pks)) != len(pks):
+            raise MalformedMessageError("public keys are not pairwise distinct (replayed keys?)")
+        # share holders: the neighbours in U1 and the client itself (as in Bonawitz
+        # et al., where u keeps a share; it only ever reveals its own b-share)
+        holders = sorted(keys)
+        self._b = self.rand.randbelow(PRIME)
+        s_int = int.from_bytes(self._s_sk.private_bytes_raw(), "little")
+        s_sh, b_sh = share_many([s_int, self._b], cfg.threshold, [x_of(v) for v in holders] + [x_of(self.id)],
+                                self.rand.randbelow)
+        self._own_b_share = b_sh[-1]
+        rid = cfg.round_id
+        self._channels: dict[int, Channel] = {}
+        self._peer_s_pk: dict[int, bytes] = {}
+        cts = {}
+        for v, ss, bs in zip(holders, s_sh, b_sh):
+            c_pk, s_pk = keys[v]
+            ch = Channel(channel_key(agree(self._c_sk, load_public(c_pk)), rid, self.id, v))
+            self._channels[v] = ch
+            self._peer_s_pk[v] = s_pk
+            pt = _PT.pack(self.id, v, rid, ss.to_bytes(SHARE_BYTES, "little"), bs.to_bytes(SHARE_BYTES, "little"))
+            cts[v] = ch.encrypt(pt, associated_data(rid, self.id, v), self.rand.bytes(NONCE_BYTES))
+        return ShareKeys(rid, self.id, cts)
+
+    # -- stage 2 ---------------------------------------------------------
+    def receive_shares(self, msg: ForwardedShares) -> None:
+        """Decrypt and store the shares forwarded by the server (part of stage 2)."""
+        self._check_msg(msg, ForwardedShares, msg.receiver if isinstance(msg, ForwardedShares) else -1)
+        cfg, rid = self.cfg, self.cfg.round_id
+        unknown = [u for u in msg.ciphertexts if u not in self._channels]
+        if unknown:
+            raise UnknownClientError(f"client {self.id}: ciphertexts from unknown senders {sorted(unknown)[:5]}")
+        if len(msg.ciphertexts) + 1 < cfg.threshold:
+            raise SecAggAbort(f"client {self.id}: only {len(msg.ciphertexts)} shares received, threshold {cfg.threshold}")
+        held = {}
+        for u, ct in msg.ciphertexts.items():
+            pt = self._channels[u].decrypt(ct, associated_data(rid, u, self.id))
+            if len(pt) != _PT.size:
+                raise DecryptionError("share plaintext has wrong length")
+            su, rv, prid, ss, bs = _PT.unpack(pt)
+            if su != u or rv != self.id or prid != rid:
+                raise DecryptionError("share plaintext names the wrong sender/receiver/round")
+            ss, bs = int.from_bytes(ss, "little"), int.from_bytes(bs, "little")
+            if ss >= PRIME or bs >= PRIME:
+                raise DecryptionError("share outside the field")
+            held[u] = (ss, bs)
+        self._held = held
+
+    @_stage("masked_input", "unmask")
+    def masked_input(self, msg: ForwardedShares, x) -> MaskedInput:
+        """y_u = x_u + PRG(b_u) + sum_{v in U2 ∩ N(u)} Δ_{u,v} PRG(s_{u,v}) mod 2^b,
+        with Δ = +1 if u < v else -1."""
+        cfg = self.cfg
+        x = check_input(x, cfg.m, cfg.bits)
+        self.receive_shares(msg)
+        acc = x.astype(cfg.dtype, copy=True)
+        ex, rid = self.expander, cfg.round_id
+        ex.add(acc, self_mask_seed(self._b, rid))
+        for v in sorted(self._held):
+            seed = mask_seed(agree(self._s_sk, load_public(self._peer_s_pk[v])), rid, self.id, v)
+            if self.id < v:
+                ex.add(acc, seed)
+            else:
+                ex.sub(acc, seed)
+        reduce_mod(acc, cfg.bits)
+        return MaskedInput(rid, (self.id,), acc, cfg.bits)
+
+    # -- stage 3 ---------------------------------------------------------
+    @_stage("unmask", "done")
+    def unmask(self, msg: UnmaskRequest) -> UnmaskResponse:
+        """Reveal b-shares of surviving and s^SK-shares of dropped neighbours
+        (never both for one peer; answered once)."""
+        self._check_msg(msg, UnmaskRequest, msg.receiver if isinstance(msg, UnmaskRequest) else -1)
+        surv, drop = set(msg.survivors), set(msg.dropped)
+        both = surv & drop
+        if both:
+            raise MalformedMessageError(f"server asked for both shares of {sorted(both)[:5]}; refusing")
+        if self.id in drop:
+            raise MalformedMessageError("server claims this client dropped; refusing")
+        unknown = (surv | drop) - self._held.keys() - {self.id}
+        if unknown:
+            raise UnknownClientError(f"client {self.id} holds no shares of {sorted(unknown)[:5]}")
+        b_shares = {u: (self._own_b_share if u == self.id else self._held[u][1]) for u in sorted(surv)}
+        s_shares = {u: self._held[u][0] for u in sorted(drop)}
+        for u in b_shares:
+            self.revealed[u] = "b"
+        for u in s_shares:
+            self.revealed[u] = "s"
+        return UnmaskResponse(self.cfg.round_id, self.id, b_shares, s_shares)

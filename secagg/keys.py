@@ -1,0 +1,119 @@
+"""Key agreement, key derivation and authenticated encryption.
+
+* X25519 Diffie-Hellman (Bernstein 2006) is the key-agreement scheme ``KA`` of
+  Bonawitz et al. (CCS 2017, §3): each client advertises two public keys,
+  ``c_u^PK`` (for the share channel) and ``s_u^PK`` (for the pairwise masks).
+* HKDF-SHA256 (RFC 5869, Krawczyk 2010) turns a raw X25519 output into a
+  channel key or a PRG seed, domain-separated by round id, purpose and the
+  (unordered) pair of client ids.
+* AES-256-GCM is the authenticated encryption ``AE`` for Shamir shares; the
+  associated data binds (round id, sender, receiver), so a tampered, replayed
+  (other round) or misrouted ciphertext fails authentication.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .errors import DecryptionError, MalformedMessageError
+
+PUBLIC_KEY_BYTES = 32
+NONCE_BYTES = 12
+TAG_BYTES = 16
+_LABEL = b"fedpop-secagg-v1"
+
+
+def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int = 32) -> bytes:
+    """RFC 5869 HKDF with SHA-256 (extract-then-expand)."""
+    if length > 255 * 32:
+        raise ValueError("HKDF output too long")
+    prk = hmac.digest(salt or bytes(32), ikm, "sha256")
+    out, block, i = b"", b"", 1
+    while len(out) < length:
+        block = hmac.digest(prk, block + info + bytes([i]), "sha256")
+        out += block
+        i += 1
+    return out[:length]
+
+
+def private_key_from_bytes(raw: bytes) -> X25519PrivateKey:
+    return X25519PrivateKey.from_private_bytes(raw)
+
+
+def generate_keypair(rand) -> tuple[X25519PrivateKey, bytes]:
+    """A fresh X25519 key pair from the party's random source."""
+    sk = X25519PrivateKey.from_private_bytes(rand.bytes(32))
+    return sk, sk.public_key().public_bytes_raw()
+
+
+def public_bytes(sk: X25519PrivateKey) -> bytes:
+    return sk.public_key().public_bytes_raw()
+
+
+def load_public(pk: bytes) -> X25519PublicKey:
+    if not isinstance(pk, (bytes, bytearray)) or len(pk) != PUBLIC_KEY_BYTES:
+        raise MalformedMessageError("X25519 public key must be 32 bytes")
+    return X25519PublicKey.from_public_bytes(bytes(pk))
+
+
+def agree(sk: X25519PrivateKey, peer: X25519PublicKey | bytes) -> bytes:
+    """Raw X25519 shared secret; rejects low-order peer keys."""
+    if not isinstance(peer, X25519PublicKey):
+        peer = load_public(peer)
+    try:
+        return sk.exchange(peer)
+    except ValueError as e:  # all-zero output: low-order point
+        raise MalformedMessageError(f"invalid X25519 public key: {e}") from None
+
+
+def _pair_info(purpose: bytes, round_id: bytes, a: int, b: int) -> bytes:
+    lo, hi = (a, b) if a < b else (b, a)
+    return _LABEL + b"|" + purpose + b"|" + round_id + struct.pack("<II", lo, hi)
+
+
+def channel_key(shared: bytes, round_id: bytes, a: int, b: int) -> bytes:
+    """AES-GCM key for the share channel between clients a and b."""
+    return hkdf_sha256(shared, salt=round_id, info=_pair_info(b"enc", round_id, a, b))
+
+
+def mask_seed(shared: bytes, round_id: bytes, a: int, b: int) -> bytes:
+    """PRG seed s_{a,b} of the pairwise mask between clients a and b."""
+    return hkdf_sha256(shared, salt=round_id, info=_pair_info(b"mask", round_id, a, b))
+
+
+def self_mask_seed(b_u: int, round_id: bytes) -> bytes:
+    """PRG seed of the self mask from the Shamir-shared secret b_u."""
+    return hkdf_sha256(b_u.to_bytes(33, "little"), salt=round_id, info=_LABEL + b"|self")
+
+
+def associated_data(round_id: bytes, sender: int, receiver: int) -> bytes:
+    return _LABEL + b"|shares|" + round_id + struct.pack("<II", sender, receiver)
+
+
+class Channel:
+    """AES-256-GCM channel between two clients (random 96-bit nonces)."""
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, key: bytes):
+        self._aead = AESGCM(key)
+
+    def encrypt(self, plaintext: bytes, ad: bytes, nonce: bytes) -> bytes:
+        return nonce + self._aead.encrypt(nonce, plaintext, ad)
+
+    def decrypt(self, blob: bytes, ad: bytes) -> bytes:
+        if len(blob) < NONCE_BYTES + TAG_BYTES:
+            raise DecryptionError("ciphertext too short")
+        try:
+            return self._aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], ad)
+        except InvalidTag:
+            raise DecryptionError("AES-GCM authentication failed (tampered, replayed or misrouted)") from None
+
+
+def digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()

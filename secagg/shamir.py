@@ -1,0 +1,113 @@
+"""Shamir t-of-k secret sharing over the prime field GF(p), p = 2^256 + 297.
+
+Implements Shamir (CACM 1979) as used by Bonawitz et al. (CCS 2017, §4, "SS.share /
+SS.recon") to share each client's mask-key ``s_u^SK`` and self-mask seed ``b_u``
+among its neighbours.  Any 32-byte string is a field element because p > 2^256.
+Share holders are identified by their x-coordinate ``client_id + 1`` (never 0).
+"""
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from typing import Callable, Sequence
+
+from .errors import InconsistentSharesError, SecAggAbort
+
+PRIME = 2**256 + 297  # smallest prime above 2^256
+SHARE_BYTES = 33  # 257-bit field elements on the wire
+SECRET_BYTES = 32
+
+
+def x_of(client_id: int) -> int:
+    """x-coordinate of the share held by ``client_id``."""
+    return client_id + 1
+
+
+def share_many(secrets_: Sequence[int], t: int, xs: Sequence[int],
+               randbelow: Callable[[int], int] = secrets.randbelow) -> list[list[int]]:
+    """Share each secret with a fresh random degree-(t-1) polynomial.
+
+    Returns ``out[j][i]`` = share of secret ``j`` at ``xs[i]``.
+    """
+    if not 1 <= t <= len(xs):
+        raise ValueError(f"threshold t={t} must be in [1, {len(xs)}]")
+    out = []
+    for s in secrets_:
+        if not 0 <= s < PRIME:
+            raise ValueError("secret outside the field")
+        coeffs = [randbelow(PRIME) for _ in range(t - 1)]
+        coeffs.reverse()
+        row = []
+        for x in xs:  # Horner with a single reduction (x is small, so acc stays short)
+            acc = 0
+            for c in coeffs:
+                acc = (acc + c) * x
+            row.append((acc + s) % PRIME)
+        out.append(row)
+    return out
+
+
+def share(secret: int, t: int, xs: Sequence[int],
+          randbelow: Callable[[int], int] = secrets.randbelow) -> list[int]:
+    """Shares of one secret at the points ``xs`` (threshold ``t``)."""
+    return share_many([secret], t, xs, randbelow)[0]
+
+
+@lru_cache(maxsize=4096)
+def _lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
+    # lambda_i = prod_{j!=i} x_j / (x_j - x_i); one modular inversion for all i
+    # (Montgomery's batch-inversion trick).
+    t = len(xs)
+    nums, dens = [], []
+    for i, xi in enumerate(xs):
+        num, den = 1, 1
+        for j, xj in enumerate(xs):
+            if j != i:
+                num *= xj
+                den *= xj - xi
+        nums.append(num % PRIME)
+        dens.append(den % PRIME)
+    prefix = [1] * (t + 1)
+    for i, d in enumerate(dens):
+        prefix[i + 1] = prefix[i] * d % PRIME
+    inv = pow(prefix[t], -1, PRIME)
+    coeffs = [0] * t
+    for i in range(t - 1, -1, -1):
+        coeffs[i] = nums[i] * inv * prefix[i] % PRIME  # inv == 1 / prod(dens[:i+1])
+        inv = inv * dens[i] % PRIME
+    return tuple(coeffs)
+
+
+def _interpolate(points: Sequence[tuple[int, int]]) -> int:
+    xs = tuple(x for x, _ in points)
+    lam = _lagrange_at_zero(xs)
+    return sum(l * y for l, (_, y) in zip(lam, points)) % PRIME
+
+
+def reconstruct(points: Sequence[tuple[int, int]], t: int, verify: bool = True) -> int:
+    """Recover the secret from ``>= t`` points ``(x, y)``.
+
+    With ``verify`` and more than ``t`` points, a second interpolation over a
+    shifted subset detects a corrupted share among the first ``t + 1``
+    (raises :class:`InconsistentSharesError` instead of returning garbage).
+    """
+    if len(points) < t:
+        raise SecAggAbort(f"need {t} shares, got {len(points)}")
+    xs = [x for x, _ in points]
+    if len(set(xs)) != len(xs) or any(not 0 < x < PRIME for x in xs):
+        raise ValueError("share x-coordinates must be distinct and non-zero")
+    if any(not 0 <= y < PRIME for _, y in points):
+        raise InconsistentSharesError("share value outside the field")
+    s = _interpolate(points[:t])
+    if verify and len(points) > t:
+        if _interpolate(points[1:t + 1]) != s:
+            raise InconsistentSharesError("Shamir shares are inconsistent")
+    return s
+
+
+def int_to_bytes(v: int, n: int = SHARE_BYTES) -> bytes:
+    return v.to_bytes(n, "little")
+
+
+def bytes_to_int(b: bytes) -> int:
+    return int.from_bytes(b, "little")

@@ -1,0 +1,27 @@
+import numpy as np
+
+from clients.cache import DeviceCache
+
+
+def test_cache_roundtrip_and_corruption_rebuilds(tmp_path):
+    cache = DeviceCache(tmp_path, "t")
+    calls = []
+
+    def make():
+        calls.append(1)
+        return {"x": np.arange(10.0), "y": np.ones(3, np.int32)}
+
+    first = cache.get_or_make("d1", make)
+    again = cache.get_or_make("d1", make)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(first["x"], again["x"])
+    path = cache.path("d1")
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # flip a byte inside the archive
+    path.write_bytes(bytes(raw))
+    fixed = cache.get_or_make("d1", make)
+    assert len(calls) == 2 and cache.rebuilt == 1
+    np.testing.assert_array_equal(fixed["x"], np.arange(10.0))
+    path.write_bytes(b"truncated")
+    cache.get_or_make("d1", make)
+    assert len(calls) == 3 and cache.rebuilt == 2

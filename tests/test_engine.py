@@ -1,0 +1,115 @@
+"""End-to-end rounds through real Ray actors (small MLP so the whole module takes ~1 min)."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import ray
+
+from conftest import tiny_config
+from fl.runner import engine, train
+
+
+def _run(cfg, out):
+    with engine(cfg) as process:
+        state, recorder = train(process, out, progress=False)
+        return state, recorder, process.pool.replaced
+
+
+def test_rounds_outputs_and_determinism(ray_local, cache_dir, tmp_path):
+    cfg = tiny_config(cache_dir, eval={"every": 1, "cohort": 6}, population={"dropout_per_hour": 200.0},
+                      cohort={"goal": 8, "over_selection": 1.5, "min_reports": 2, "deadline_s": 3.0})
+    s1, rec, _ = _run(cfg, tmp_path / "a")
+    s2, _, _ = _run(cfg, tmp_path / "b")
+    np.testing.assert_array_equal(s1.weights, s2.weights)
+    rounds = pd.read_parquet(tmp_path / "a" / "rounds.parquet")
+    clients = pd.read_parquet(tmp_path / "a" / "clients.parquet")
+    assert list(rounds["round"]) == [0, 1, 2]
+    for col in ["sim_seconds", "selected", "accepted", "dropped", "stragglers", "train_loss", "eval_loss"]:
+        assert col in rounds
+    assert (rounds["selected"] == 12).all() and rounds["dropped"].sum() > 0
+    assert set(clients.columns) >= {"device_id", "round", "status", "examples", "loss", "error"}
+    per_round = clients.groupby("round")["status"].value_counts().unstack(fill_value=0)
+    np.testing.assert_array_equal(per_round["accepted"].to_numpy(), rounds["accepted"].to_numpy())
+    assert rounds["eval_loss"].notna().all()
+    assert list((tmp_path / "a" / "tensorboard").glob("events.out.tfevents.*"))
+    rec.finish({"ok": True})
+    assert json.loads((tmp_path / "a" / "summary.json").read_text()) == {"ok": True}
+    assert (tmp_path / "a" / "training_curve.png").stat().st_size > 1000
+
+
+def test_worker_counts_agree_and_loss_falls(ray_local, cache_dir, tmp_path):
+    one = tiny_config(cache_dir, workers={"num": 1}, experiment={"rounds": 4})
+    two = tiny_config(cache_dir, workers={"num": 2}, experiment={"rounds": 4})
+    s1, rec1, _ = _run(one, tmp_path / "one")
+    s2, _, _ = _run(two, tmp_path / "two")
+    np.testing.assert_allclose(s1.weights, s2.weights, rtol=1e-5, atol=1e-6)
+    loss = rec1.rounds_frame()["train_loss"].to_numpy()
+    assert loss[-1] < loss[0]
+
+
+@pytest.mark.parametrize("algorithm,server", [("fedsgd", "sgd"), ("fedprox", "adam"), ("fedavg", "yogi")])
+def test_algorithm_variants_train(ray_local, cache_dir, tmp_path, algorithm, server):
+    cfg = tiny_config(cache_dir, experiment={"rounds": 5},
+                      client={"algorithm": algorithm, "prox_mu": 0.1, "lr": 0.05},
+                      server={"optimizer": server, "lr": 0.05 if server != "sgd" else 0.5})
+    _, rec, _ = _run(cfg, tmp_path / algorithm)
+    loss = rec.rounds_frame()["train_loss"].to_numpy()
+    assert np.isfinite(loss).all() and loss[-1] < loss[0]
+
+
+def test_resume_matches_uninterrupted(ray_local, cache_dir, tmp_path):
+    full = tiny_config(cache_dir, experiment={"rounds": 4}, server={"optimizer": "adam", "lr": 0.05})
+    s_full, rec_full, _ = _run(full, tmp_path / "full")
+    half = tiny_config(cache_dir, experiment={"rounds": 2}, server={"optimizer": "adam", "lr": 0.05})
+    _run(half, tmp_path / "resumed")
+    s_res, rec_res, _ = _run(full, tmp_path / "resumed")  # same directory: continues from round 2
+    np.testing.assert_array_equal(s_full.weights, s_res.weights)
+    a = rec_full.rounds_frame()["train_loss"].to_numpy()
+    b = pd.read_parquet(tmp_path / "resumed" / "rounds.parquet")["train_loss"].to_numpy()
+    np.testing.assert_array_equal(a, b)
+
+
+def test_faults_are_recorded_not_fatal(ray_local, cache_dir, tmp_path):
+    cfg = tiny_config(cache_dir, experiment={"rounds": 3},
+                      faults={"device_error_rate": 0.15, "nan_rate": 0.15, "kill_worker_round": 1},
+                      cohort={"goal": 12, "min_reports": 2})
+    state, rec, replaced = _run(cfg, tmp_path / "faults")
+    clients = rec.clients
+    assert replaced == 1
+    failed = clients[clients["status"] == "failed"]
+    assert len(failed) > 0 and failed["error"].str.contains("injected device fault").all()
+    rejected = clients[clients["status"] == "rejected"]
+    assert len(rejected) > 0 and rejected["error"].str.contains("NaN").all()
+    crashed = clients[(clients["round"] == 1) & (clients["status"] == "dropped")]
+    assert len(crashed) >= 6 and crashed["error"].str.contains("crashed").all()
+    assert np.isfinite(state.weights).all()
+    assert rec.rounds_frame()["updated"].all()
+
+
+def test_too_few_reports_ends_round_without_update(ray_local, cache_dir, tmp_path):
+    cfg = tiny_config(cache_dir, experiment={"rounds": 2}, faults={"device_error_rate": 1.0})
+    with engine(cfg) as process:
+        init = process.initialize()
+        state, out = process.next(init)
+    assert not out.metrics["updated"] and "only 0 devices reported" in out.metrics["message"]
+    np.testing.assert_array_equal(state.weights, init.weights)
+    assert state.round == 1
+
+
+def test_join_existing_cluster_two_nodes(cache_dir, tmp_path):
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 100 * 2**20})
+    cluster.add_node(num_cpus=1, object_store_memory=100 * 2**20)
+    try:
+        cfg = tiny_config(cache_dir, workers={"num": 2, "ray_address": cluster.address}, experiment={"rounds": 2})
+        with engine(cfg) as process:
+            nodes = {ray.get(a.ping.remote())["node"] for a in process.pool.actors}
+            state, rec = train(process, tmp_path / "cluster", progress=False)
+            assert len(ray.nodes()) == 2 and len(nodes) == 2
+        assert rec.rounds_frame()["accepted"].eq(8).all()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
