@@ -21,10 +21,11 @@ from .messages import (AdvertiseKeys, ForwardedShares, KeyBroadcast, MaskedInput
                        UnmaskResponse, decode, presum)
 from .protocol import ProtocolResult, run_protocol
 from .server import STAGES, SecAggServer
+from .workers import WorkerPool, run_clients_stage
 
 __all__ = [
     "run_protocol", "ProtocolResult", "SecAggClient", "SecAggServer", "RoundConfig", "make_config", "STAGES",
-    "presum", "decode", "AdvertiseKeys", "KeyBroadcast", "ShareKeys", "ForwardedShares", "MaskedInput",
+    "presum", "decode", "WorkerPool", "run_clients_stage", "AdvertiseKeys", "KeyBroadcast", "ShareKeys", "ForwardedShares", "MaskedInput",
     "UnmaskRequest", "UnmaskResponse", "choose_k_t", "harary_graph", "SecAggError", "SecAggAbort",
     "MalformedMessageError", "DecryptionError", "DuplicateClientError", "UnknownClientError",
     "ProtocolStateError", "InconsistentSharesError",

@@ -105,9 +105,9 @@ def _as_fraction(sigma2, max_den: int | None = None) -> Fraction:
 def sample_discrete_gaussian(sigma: float, size: int, rng=None, *, sigma2: Fraction | None = None) -> np.ndarray:
     """``size`` exact samples of N_Z(0, sigma^2) (CKS'20 Algorithm 3) as int64.
 
-    ``sigma2`` (a Fraction) may give the variance parameter exactly; otherwise
-    ``sigma**2`` is rounded to the nearest rational whose denominator keeps
-    all integers in int64.
+    The variance parameter (``sigma2`` as a Fraction, else ``sigma**2``) is
+    rounded to the nearest rational whose denominator keeps all integers in
+    int64; sampling is exact for that rational value.
     """
     rng = _rng(rng)
     s2 = _as_fraction(sigma2 if sigma2 is not None else sigma * sigma)

@@ -36,6 +36,8 @@ def tiny_config(cache_dir, **sections):
         "workers": {"num": 2, "cache_dir": cache_dir},
         "task": {"input_dim": 12, "hidden": [8], "classes": 3},
     }
+    if sections.get("experiment", {}).get("task", "mlp") != "mlp":
+        raw["task"] = {}  # another task: its own keys only
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
     return load_config(raw)
