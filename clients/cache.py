@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import OrderedDict
 import tempfile
 import zipfile
 from pathlib import Path
@@ -30,12 +31,25 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
 
 
 class DeviceCache:
-    """get_or_make(key, make) -> dict of arrays, cached under `root/namespace/key.npz`."""
+    """get_or_make(key, make) -> dict of arrays, cached under `root/namespace/key.npz`,
+    with a bounded in-memory LRU in front (a worker sees the same devices again in later rounds)."""
 
-    def __init__(self, root: str | os.PathLike | None, namespace: str):
+    def __init__(self, root: str | os.PathLike | None, namespace: str, memory_mb: float = 256):
         self.dir = Path(root or default_cache_dir()) / namespace
         self.dir.mkdir(parents=True, exist_ok=True)
         self.rebuilt = 0
+        self._memory: OrderedDict[str, dict] = OrderedDict()
+        self._memory_bytes, self._memory_cap = 0, int(memory_mb * 2**20)
+
+    def _remember(self, key: str, arrays: dict) -> None:
+        size = sum(a.nbytes for a in arrays.values())
+        if size > self._memory_cap:
+            return
+        self._memory[key] = arrays
+        self._memory_bytes += size
+        while self._memory_bytes > self._memory_cap:
+            _, old = self._memory.popitem(last=False)
+            self._memory_bytes -= sum(a.nbytes for a in old.values())
 
     def path(self, key: str) -> Path:
         return self.dir / f"{key}.npz"
@@ -67,8 +81,12 @@ class DeviceCache:
             raise
 
     def get_or_make(self, key: str, make: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        if key in self._memory:
+            self._memory.move_to_end(key)
+            return self._memory[key]
         arrays = self.load(key)
         if arrays is None:
             arrays = make()
             self.store(key, arrays)
+        self._remember(key, arrays)
         return arrays

@@ -60,18 +60,21 @@ class DeviceTrainer:
         self.shapes = [v.shape for v in self.variables]
         self.sizes = [int(np.prod(s)) for s in self.shapes]
         self.num_params = int(sum(self.sizes))
+        self._lr = tf.constant(client.lr, tf.float32)
+        self._mu = tf.constant(client.prox_mu, tf.float32)
         xs, ys = task.example_spec()
         bx = tf.TensorSpec([None, None, *xs.shape[1:]], xs.dtype)
         by = tf.TensorSpec([None, None, *ys.shape[1:]], ys.dtype)
         bw = tf.TensorSpec([None, None], tf.float32)
         flat = tf.TensorSpec([self.num_params], tf.float32)
         scalar = tf.TensorSpec([], tf.float32)
-        self._assign = tf.function(self._assign_impl, input_signature=[flat])
         self._get = tf.function(self._get_impl, input_signature=[])
-        algo = client.algorithm
-        fn = self._gradient_impl if algo == "fedsgd" else self._local_sgd_impl
-        self._train = tf.function(fn, input_signature=[bx, by, bw, scalar, scalar])
-        self._eval = tf.function(self._eval_impl, input_signature=[bx, by, bw])
+        self._assign = tf.function(self._assign_impl, input_signature=[flat])
+        step = self._gradient_impl if client.algorithm == "fedsgd" else self._local_sgd_impl
+        self._step = step
+        # concrete functions: traced once here, called without tf.function's dispatch cost
+        self._train = tf.function(self._train_impl).get_concrete_function(flat, bx, by, bw, scalar, scalar)
+        self._eval = tf.function(self._eval_impl).get_concrete_function(flat, bx, by, bw)
 
     # -- traced pieces ---------------------------------------------------------------
     def _assign_impl(self, flat):
@@ -125,7 +128,14 @@ class DeviceTrainer:
             v.assign_sub(a)
         return stats
 
-    def _eval_impl(self, xs, ys, ws):
+    def _train_impl(self, flat, xs, ys, ws, lr, mu):
+        """Set the global weights, train locally, return (delta, stats): one call per device."""
+        self._assign_impl(flat)
+        stats = self._step(xs, ys, ws, lr, mu)
+        return self._get_impl() - flat, stats
+
+    def _eval_impl(self, flat, xs, ys, ws):
+        self._assign_impl(flat)
         stats = tf.zeros([3])
         for i in tf.range(tf.shape(xs)[0]):
             logits = self.model(xs[i], training=False)
@@ -149,15 +159,14 @@ class DeviceTrainer:
         return make_batches(data, c.batch_size, c.epochs, c.max_batches, rng)
 
     def train(self, global_flat, b: Batches) -> tuple[np.ndarray, dict]:
-        """Local training from `global_flat`; returns the model delta and metric sums."""
-        self._assign(global_flat)
-        stats = self._train(b.x, b.y, b.w, tf.constant(self.client.lr, tf.float32),
-                            tf.constant(self.client.prox_mu, tf.float32)).numpy()
-        return self._get().numpy(), _stats(stats)
+        """Local training from `global_flat` (pass a tf.Tensor to avoid a copy per device);
+        returns the model delta (float32) and metric sums."""
+        delta, stats = self._train(global_flat, tf.constant(b.x), tf.constant(b.y), tf.constant(b.w),
+                                   self._lr, self._mu)
+        return delta.numpy(), _stats(stats.numpy())
 
     def evaluate(self, global_flat, b: Batches) -> dict:
-        self._assign(global_flat)
-        return _stats(self._eval(b.x, b.y, b.w).numpy())
+        return _stats(self._eval(global_flat, tf.constant(b.x), tf.constant(b.y), tf.constant(b.w)).numpy())
 
 
 def _stats(s) -> dict:

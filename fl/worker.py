@@ -55,8 +55,10 @@ class DeviceWorker:
         """Train (or evaluate) devices in id order; return partial sums and per-device records."""
         seed, faults = self.cfg.experiment.seed, self.cfg.faults
         t0 = time.perf_counter()
-        global_w = np.asarray(weights, np.float32)
-        total = np.zeros(global_w.shape, np.float64) if mode == "train" else None
+        import tensorflow as tf
+
+        global_w = tf.constant(np.asarray(weights, np.float32))  # one host->TF copy per round
+        total = np.zeros(global_w.shape[0], np.float64) if mode == "train" else None
         weight_sum, metric_sums, records = 0.0, {}, []
         crash_at = len(device_ids) // 2 if (mode == "train" and round_num == faults.kill_worker_round
                                            and self.index == 0) else -1
@@ -75,8 +77,8 @@ class DeviceWorker:
                     if hash_uniform(seed, dev, round_num * 2 + 1) < faults.device_error_rate:
                         raise RuntimeError(f"injected device fault on device {dev}")
                     b = self.trainer.batches(self._data(dev, n, "train"), seed, round_num, dev)
-                    new_w, stats = self.trainer.train(global_w, b)
-                    delta = new_w.astype(np.float64) - global_w
+                    delta, stats = self.trainer.train(global_w, b)
+                    delta = delta.astype(np.float64)
                     if hash_uniform(seed, dev, round_num * 2) < faults.nan_rate:
                         delta[0] = np.nan
                     if not np.all(np.isfinite(delta)):

@@ -4,7 +4,7 @@ from clients.cache import DeviceCache
 
 
 def test_cache_roundtrip_and_corruption_rebuilds(tmp_path):
-    cache = DeviceCache(tmp_path, "t")
+    cache = DeviceCache(tmp_path, "t", memory_mb=0)  # every read goes to disk
     calls = []
 
     def make():
@@ -25,3 +25,11 @@ def test_cache_roundtrip_and_corruption_rebuilds(tmp_path):
     path.write_bytes(b"truncated")
     cache.get_or_make("d1", make)
     assert len(calls) == 3 and cache.rebuilt == 2
+
+
+def test_memory_cache_is_bounded(tmp_path):
+    cache = DeviceCache(tmp_path, "m", memory_mb=1)
+    for i in range(10):  # 10 x 400 KB through a 1 MB memory cache
+        cache.get_or_make(f"d{i}", lambda: {"x": np.zeros(50_000)})
+    assert cache._memory_bytes <= 2**20 and len(cache._memory) == 2
+    assert cache.path("d0").exists()  # evicted from memory, still on disk

@@ -1,0 +1,47 @@
+"""The user-facing paths: `fedpop run` + `--resume`, and the scale benchmark's JSON."""
+import json
+
+import pandas as pd
+import ray
+
+from experiments.cli import main
+
+TINY = ["--set", "population.size=200", "--set", "cohort.goal=6", "--set", "cohort.min_reports=2",
+        "--set", "task.hidden=[8]", "--set", "task.input_dim=16", "--set", "experiment.rounds=2",
+        "--set", "eval.every=1", "--set", "eval.cohort=4", "--quiet"]
+
+
+def test_run_then_resume_extends_the_same_run(tmp_path, cache_dir, capsys):
+    out = tmp_path / "run"
+    ray.shutdown()
+    assert main(["run", "fedavg-mlp", "--out", str(out), "--cache-dir", cache_dir, *TINY]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rounds"] == 2
+    assert main(["run", "--resume", str(out), "--set", "experiment.rounds=3", "--quiet"]) == 0
+    rounds = pd.read_parquet(out / "rounds.parquet")
+    assert list(rounds["round"]) == [0, 1, 2]
+    assert json.loads((out / "summary.json").read_text())["rounds"] == 3
+    assert "results in" in capsys.readouterr().out
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.npz").write_bytes(b"x")
+    try:
+        main(["run", "fedavg-mlp", "--out", str(out), *TINY])
+    except SystemExit as e:
+        assert "--resume" in str(e)
+    else:
+        raise AssertionError("expected a refusal")
+
+
+def test_bench_scale_quick_writes_keys(tmp_path, cache_dir):
+    from fl.bench_scale import run_bench
+
+    ray.shutdown()
+    res = run_bench(str(tmp_path / "scale.json"), quick=True, cache_dir=cache_dir)
+    saved = json.loads((tmp_path / "scale.json").read_text())
+    for key in ("population", "build_s", "coordinator_overhead_s_per_round", "coordinator_peak_rss_mb"):
+        assert key in saved
+    assert res["population"] == 100_000 and all(r["accepted"] == 200 for r in res["per_round"])

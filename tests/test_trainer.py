@@ -1,0 +1,76 @@
+"""The on-device loops: one trace per worker, FedSGD/FedProx semantics, padding weights."""
+import numpy as np
+import pytest
+
+from clients.mlp import MLPTask
+from clients.trainer import DeviceTrainer, make_batches
+from fl.config import ClientSection
+
+
+def _trainer(**client):
+    task = MLPTask(MLPTask.Config(input_dim=6, hidden=(5,), classes=3), seed=1)
+    return task, DeviceTrainer(task, ClientSection(**{"shuffle": False, "batch_size": 4, **client}))
+
+
+def test_padding_batches_carry_zero_weight():
+    data = {"x": np.arange(10.0)[:, None], "y": np.arange(10)}
+    b = make_batches(data, 4, epochs=2)
+    assert b.x.shape[:2] == (6, 4) and b.w.sum() == 20
+    assert b.w[2].tolist() == [1, 1, 0, 0]
+
+
+def test_devices_of_any_size_reuse_one_trace():
+    task, tr = _trainer(lr=0.1)
+    w0 = tr.get_weights()
+    import tensorflow as tf
+    fn = tr._train  # a concrete function: a shape it could not take would raise, not retrace
+    for dev, n in enumerate([3, 8, 17, 40]):
+        b = tr.batches(task.device_data(dev, n), 0, 0, dev)
+        delta, stats = tr.train(tf.constant(w0), b)
+        assert stats["examples"] == n and np.abs(delta).max() > 0
+    assert tr._train is fn
+
+
+def test_fedsgd_delta_is_negative_mean_gradient():
+    import tensorflow as tf
+
+    from clients.trainer import sparse_ce
+    task, tr = _trainer(algorithm="fedsgd", lr=1.0)
+    data = task.device_data(0, 10)
+    w0 = tr.get_weights()
+    delta, _ = tr.train(tf.constant(w0), tr.batches(data, 0, 0, 0))
+    tr.set_weights(w0)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(sparse_ce(data["y"], tr.model(data["x"])))
+    grad = np.concatenate([g.numpy().ravel() for g in tape.gradient(loss, tr.variables)])
+    np.testing.assert_allclose(delta, -grad, atol=1e-5)
+
+
+def test_fedprox_stays_closer_to_global_model():
+    import tensorflow as tf
+    task, plain = _trainer(lr=0.5, epochs=5)
+    _, prox = _trainer(lr=0.5, epochs=5, algorithm="fedprox", prox_mu=1.0)
+    data = task.device_data(0, 20)
+    w0 = plain.get_weights()
+    d_plain, _ = plain.train(tf.constant(w0), plain.batches(data, 0, 0, 0))
+    d_prox, _ = prox.train(tf.constant(w0), prox.batches(data, 0, 0, 0))
+    assert np.linalg.norm(d_prox) < np.linalg.norm(d_plain)
+
+
+@pytest.mark.parametrize("split", ["train", "eval"])
+def test_device_data_is_deterministic(split):
+    task = MLPTask(MLPTask.Config(input_dim=6, hidden=(5,), classes=3), seed=1)
+    a, b = task.device_data(5, 12, split), task.device_data(5, 12, split)
+    np.testing.assert_array_equal(a["x"], b["x"])
+    assert not np.array_equal(a["x"], task.device_data(6, 12, split)["x"])
+
+
+def test_typing_histories_hold_new_words_outside_dictionary():
+    from clients.typing_data import TypingPopulation
+    typing = TypingPopulation(seed=0, dictionary_size=500, new_words=10)
+    assert not set(typing.new_words) & set(typing.dictionary)
+    words = typing.device_words(3, 2000)
+    own = set(typing.device_new_words(3))
+    assert own and own <= set(words) and set(words) - own <= set(typing.dictionary)
+    counts = typing.new_word_device_counts(np.arange(500))
+    assert sum(counts.values()) == 500 * 2 and max(counts.values()) > 500 * 2 / 10
