@@ -79,4 +79,6 @@ def from_config(c: AggregatorSection, cohort_goal: int, population_size: int) ->
         q = min(1.0, cohort_goal / population_size)
         return gaussian_dp(c.dp_noise_multiplier, c.clip_norm, cohort_goal, q, c.dp_delta)
     agg = mean(c.weighting)
+    if c.kind == "secagg":  # clipping and weighting happen in fl.secure_sum's encoding
+        return agg
     return clipped(c.clip_norm, agg) if c.clip_norm > 0 else agg

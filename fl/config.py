@@ -84,6 +84,10 @@ class AggregatorSection:
     clip_norm: float = bounded(0.0, 0)  # 0 disables clipping
     dp_noise_multiplier: float = bounded(0.0, 0)  # 0 disables central DP
     dp_delta: float = bounded(1e-6, 0, 1)
+    # kind: secagg -> updates are clipped to clip_norm, quantized and summed with SecAgg(+)
+    secagg_mode: str = choice("secagg+", "secagg+", "secagg")
+    secagg_bits: int = bounded(32, 16, 62)
+    secagg_dropout_rate: float = bounded(0.1, 0, 0.9)  # dropouts the (k, t) choice must survive
 
 
 @dataclass
@@ -213,6 +217,12 @@ def load_config(raw: dict | None = None, overrides: list[str] | None = None) -> 
         raise ConfigError("bad value for 'population.examples_min': must be <= population.examples_max")
     if cfg.client.algorithm == "fedprox" and cfg.client.prox_mu <= 0:
         raise ConfigError("bad value for 'client.prox_mu': fedprox needs prox_mu > 0")
+    if cfg.aggregator.kind == "secagg" and cfg.aggregator.clip_norm <= 0:
+        raise ConfigError("bad value for 'aggregator.clip_norm': aggregator.kind=secagg needs clip_norm > 0 "
+                          "(the clipping bound sets the quantization range)")
+    if cfg.aggregator.kind == "secagg" and cfg.aggregator.dp_noise_multiplier > 0:
+        raise ConfigError("bad value for 'aggregator.dp_noise_multiplier': central DP is not combined with "
+                          "aggregator.kind=secagg (allowed: 0)")
     if cfg.aggregator.dp_noise_multiplier > 0 and cfg.aggregator.clip_norm <= 0:
         raise ConfigError("bad value for 'aggregator.clip_norm': central DP needs clip_norm > 0")
     return cfg

@@ -48,11 +48,13 @@ class WorkerPool:
         return ray.get(self.actors[0].initial_weights.remote())
 
     def run(self, round_num: int, weights: np.ndarray, device_ids: np.ndarray, num_examples: np.ndarray,
-            mode: str = "train") -> list[dict]:
-        """Run devices on all workers; results come back in worker order (deterministic)."""
+            mode: str = "train", secure=None) -> list[dict]:
+        """Run devices on all workers; results come back in worker order (deterministic).
+        With `secure`, device i of `device_ids` is SecAgg client i, held by its worker."""
         ref = ray.put(weights)
         splits = np.array_split(np.arange(len(device_ids)), len(self.actors))
-        futures = [a.run.remote(round_num, ref, device_ids[s], num_examples[s], mode)
+        self._owner = {int(p): w for w, s in enumerate(splits) for p in s}
+        futures = [a.run.remote(round_num, ref, device_ids[s], num_examples[s], mode, secure, s)
                    for a, s in zip(self.actors, splits)]
         results = []
         for i, (fut, s) in enumerate(zip(futures, splits)):
@@ -64,6 +66,23 @@ class WorkerPool:
                 self.actors[i] = self._start(i)
                 self.replaced += 1
         return results
+
+    def secure_stage(self, stage: str, messages: dict) -> list:
+        """Send each client's message to the worker holding it; gather the replies.
+        A worker that died takes its clients with it: they are protocol dropouts."""
+        by_worker: dict[int, dict] = {}
+        for pos, msg in messages.items():
+            by_worker.setdefault(self._owner[pos], {})[pos] = msg
+        futures = {w: self.actors[w].secure_stage.remote(stage, msgs) for w, msgs in sorted(by_worker.items())}
+        out = []
+        for w, fut in futures.items():
+            try:
+                out.extend(ray.get(fut))
+            except ray.exceptions.RayActorError:
+                log.warning("worker %d died during secure aggregation (%s); replacing it", w, stage)
+                self.actors[w] = self._start(w)
+                self.replaced += 1
+        return out
 
     def shutdown(self) -> None:
         for a in self.actors:

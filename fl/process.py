@@ -16,6 +16,7 @@ from fl import aggregators, optimizers
 from fl.cohort import ACCEPTED, DROPPED, FAILED, REJECTED, STRAGGLER, plan_round, select_cohort
 from fl.config import Config
 from fl.population import Population
+from fl.secure_sum import plan_secure_round, run_server
 from fl.seeding import rng_for, seed_words
 
 
@@ -50,8 +51,15 @@ class FederatedProcess:
                           model_bytes=4 * state.weights.size)
         ex = self.population.columns["num_examples"]
         ids = plan.accepted_ids
-        results = self.pool.run(r, state.weights, ids, ex[ids], "train")
+        secure = None
+        if cfg.aggregator.kind == "secagg":
+            max_w = cfg.population.examples_max * cfg.client.epochs if cfg.aggregator.weighting == "examples" else 1.0
+            secure = plan_secure_round(cfg.aggregator, len(ids), state.weights.size, max_w, cfg.experiment.seed, r)
+        results = self.pool.run(r, state.weights, ids, ex[ids], "train", secure)
         clients = [rec for res in results for rec in res["records"]]
+        secure_metrics, secure_error = {}, ""
+        if secure is not None:
+            total, weight, secure_metrics, secure_error = self._secure_sum(secure, results, ids, clients)
         clients += [{"device_id": int(d), "status": s, "examples": int(ex[d]), "loss": np.nan,
                      "accuracy": np.nan, "error": "", "compute_s": 0.0}
                     for d, s in zip(plan.device_ids.tolist(), plan.status) if s != ACCEPTED]
@@ -60,7 +68,8 @@ class FederatedProcess:
         clients.sort(key=lambda rec: rec["device_id"])
         counts = {s: sum(rec["status"] == s for rec in clients) for s in (ACCEPTED, DROPPED, STRAGGLER, FAILED, REJECTED)}
         sums: dict = {}
-        total, weight = np.zeros(state.weights.size, np.float64), 0.0
+        if secure is None:
+            total, weight = np.zeros(state.weights.size, np.float64), 0.0
         for res in results:  # fixed worker order: same bits for the same worker count
             if res["sum"] is not None:
                 total += res["sum"]
@@ -77,9 +86,12 @@ class FederatedProcess:
                    "updated": False, "message": ""}
         if "clipped" in sums:
             metrics["clipped_fraction"] = sums["clipped"] / max(sums["reports"], 1)
+        metrics.update(secure_metrics)
         new_state = ServerState(r + 1, state.weights, state.opt_state, state.agg_state)
         reports = counts[ACCEPTED]
-        if reports < cfg.cohort.min_reports:
+        if secure_error:
+            metrics["message"] = f"round {r} made no update: {secure_error}"
+        elif reports < cfg.cohort.min_reports:
             metrics["message"] = (f"round {r} made no update: only {reports} devices reported, "
                                   f"cohort.min_reports is {cfg.cohort.min_reports}")
         else:
@@ -93,6 +105,27 @@ class FederatedProcess:
             metrics.update(self.evaluate(new_state))
         metrics["wall_s"] = time.perf_counter() - t0
         return new_state, RoundOutput(metrics, clients)
+
+    def _secure_sum(self, secure, results, ids, clients):
+        """Server side of SecAgg(+); devices that left mid-protocol become dropouts."""
+        from secagg import SecAggAbort
+
+        advertised = [m for res in results for m in res["advertise"]]
+        try:
+            total_q, metrics = run_server(self.pool, secure, advertised)
+            survivors = {int(ids[p]) for p in metrics.pop("survivor_positions")}
+        except SecAggAbort as e:
+            total_q, metrics, survivors = None, {}, set()
+            error = f"secure aggregation aborted: {e}"
+        else:
+            error = ""
+        for rec in clients:
+            if rec["status"] == ACCEPTED and rec["device_id"] not in survivors:
+                rec.update(status=DROPPED, error=error or "left during secure aggregation")
+        if total_q is None:
+            return np.zeros(secure.config.m - 1), 0.0, metrics, error
+        total, weight = secure.decode(total_q)
+        return total, weight, metrics, ""
 
     def evaluate(self, state: ServerState) -> dict:
         """Federated evaluation on a fresh cohort's held-out data, example-weighted."""

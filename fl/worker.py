@@ -14,7 +14,7 @@ import traceback
 import numpy as np
 
 from fl.cohort import ACCEPTED, DROPPED, FAILED, REJECTED
-from fl.seeding import hash_uniform
+from fl.seeding import hash_uniform, rng_for
 
 
 class DeviceWorker:
@@ -51,19 +51,30 @@ class DeviceWorker:
                                       lambda: self.task.device_data(device_id, n, split))
 
     def run(self, round_num: int, weights: np.ndarray, device_ids: np.ndarray, num_examples: np.ndarray,
-            mode: str = "train") -> dict:
-        """Train (or evaluate) devices in id order; return partial sums and per-device records."""
+            mode: str = "train", secure=None, positions: np.ndarray | None = None) -> dict:
+        """Train (or evaluate) devices in id order; return partial sums and per-device records.
+
+        With `secure` (a `fl.secure_sum.SecureRound`), updates are not summed in the clear:
+        each device quantizes its update, becomes SecAgg client number `positions[i]` and
+        returns its advertised keys; `secure_stage` runs the later protocol stages.
+        """
         seed, faults = self.cfg.experiment.seed, self.cfg.faults
         t0 = time.perf_counter()
         import tensorflow as tf
 
         global_w = tf.constant(np.asarray(weights, np.float32))  # one host->TF copy per round
         total = np.zeros(global_w.shape[0], np.float64) if mode == "train" else None
-        weight_sum, metric_sums, records = 0.0, {}, []
+        weight_sum, metric_sums, records, advertised = 0.0, {}, [], []
+        if secure is not None:
+            from secagg import SecAggClient
+            from secagg.prg import MaskExpander
+
+            expander = MaskExpander(secure.config.m, secure.config.bits, secure.config.prg)
+            self._secure = {"round": round_num, "clients": {}, "secure": secure}
         crash_at = len(device_ids) // 2 if (mode == "train" and round_num == faults.kill_worker_round
                                            and self.index == 0) else -1
-        for pos, (dev, n) in enumerate(zip(device_ids.tolist(), num_examples.tolist())):
-            if pos == crash_at:
+        for pos_in_chunk, (dev, n) in enumerate(zip(device_ids.tolist(), num_examples.tolist())):
+            if pos_in_chunk == crash_at:
                 os._exit(1)  # simulated worker crash: the process dies mid-round
             t_dev = time.perf_counter()
             rec = {"device_id": dev, "status": ACCEPTED, "examples": int(n), "loss": np.nan,
@@ -83,6 +94,14 @@ class DeviceWorker:
                         delta[0] = np.nan
                     if not np.all(np.isfinite(delta)):
                         rec.update(status=REJECTED, error="non-finite update (NaN/Inf) rejected")
+                    elif secure is not None:
+                        w = stats["examples"] if self.cfg.aggregator.weighting == "examples" else 1.0
+                        q = secure.encode(delta, w, rng_for(seed, "quantize", round_num, dev))
+                        pos = int(positions[pos_in_chunk])
+                        client = SecAggClient(pos, secure.config, expander=expander)
+                        advertised.append(client.advertise_keys())
+                        self._secure["clients"][pos] = (client, q)
+                        _add(metric_sums, {**stats, "reports": 1.0})
                     else:
                         contrib, w, info = self.aggregator.client(delta, stats["examples"])
                         total += contrib
@@ -95,8 +114,40 @@ class DeviceWorker:
                 rec["traceback"] = traceback.format_exc(limit=3)
             rec["compute_s"] = time.perf_counter() - t_dev
             records.append(rec)
-        return {"sum": total, "weight": weight_sum, "metrics": metric_sums, "records": records,
-                "compute_s": time.perf_counter() - t0, "cache_rebuilt": self.cache.rebuilt}
+        return {"sum": None if secure is not None else total, "weight": weight_sum, "metrics": metric_sums,
+                "records": records, "advertise": advertised, "compute_s": time.perf_counter() - t0,
+                "cache_rebuilt": self.cache.rebuilt}
+
+    def secure_stage(self, stage: str, messages: dict) -> list:
+        """Run one SecAgg stage for this worker's clients; masked inputs are pre-summed
+        mod 2^b here. A client that fails a stage drops out of the protocol (the server
+        copes with up to n - t dropouts); its error is not fatal to the others."""
+        from secagg import SecAggError, presum
+
+        state = getattr(self, "_secure", None)
+        if state is None:
+            return []  # a replacement worker: its clients' secrets died with the old one
+        out = []
+        for pos, msg in sorted(messages.items()):
+            client, q = state["clients"].get(pos, (None, None))
+            if client is None:
+                continue
+            try:
+                if stage == "share_keys":
+                    out.append(client.share_keys(msg))
+                elif stage == "masked_input":
+                    out.append(client.masked_input(msg, q))
+                elif stage == "unmask":
+                    out.append(client.unmask(msg))
+                else:
+                    raise ValueError(f"unknown secure aggregation stage {stage!r}")
+            except SecAggError:
+                state["clients"].pop(pos)
+        if stage == "masked_input" and out:
+            out = [presum(out)]
+        if stage == "unmask":
+            self._secure = None  # the round is over: forget the secrets
+        return out
 
 
 def _add(acc: dict, stats: dict) -> None:
@@ -106,7 +157,7 @@ def _add(acc: dict, stats: dict) -> None:
 
 def crashed_result(device_ids: np.ndarray, num_examples: np.ndarray, error: str) -> dict:
     """What a worker that died mid-round contributes: nothing, and its devices are dropouts."""
-    return {"sum": None, "weight": 0.0, "metrics": {}, "compute_s": 0.0, "cache_rebuilt": 0,
+    return {"sum": None, "weight": 0.0, "metrics": {}, "compute_s": 0.0, "cache_rebuilt": 0, "advertise": [],
             "records": [{"device_id": int(d), "status": DROPPED, "examples": int(n), "loss": np.nan,
                          "accuracy": np.nan, "error": error, "compute_s": 0.0}
                         for d, n in zip(device_ids.tolist(), num_examples.tolist())]}

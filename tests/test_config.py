@@ -45,3 +45,12 @@ def test_cli_rejects_bad_config_before_work(capsys):
 
     assert main(["run", "fedavg-charlm", "--out", "/nonexistent/x", "--set", "cohort.gaol=3"]) == 2
     assert "unknown key 'cohort.gaol'" in capsys.readouterr().err
+
+
+def test_secagg_aggregator_needs_a_clip_bound():
+    with pytest.raises(ConfigError, match=r"aggregator\.clip_norm.*secagg needs clip_norm > 0"):
+        load_config({}, ["aggregator.kind=secagg"])
+    with pytest.raises(ConfigError, match=r"'aggregator\.secagg_mode': 'full' \(allowed: secagg\+, secagg\)"):
+        load_config({}, ["aggregator.kind=secagg", "aggregator.clip_norm=1", "aggregator.secagg_mode=full"])
+    cfg = load_config({}, ["aggregator.kind=secagg", "aggregator.clip_norm=1"])
+    assert cfg.aggregator.secagg_bits == 32

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import ray
 
-from conftest import tiny_config
+from engine_testing import tiny_config
 from fl.runner import engine, train
 
 
@@ -113,3 +113,26 @@ def test_join_existing_cluster_two_nodes(cache_dir, tmp_path):
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_secure_aggregation_matches_plain_within_quantization(ray_local, cache_dir, tmp_path):
+    base = dict(experiment={"rounds": 2}, cohort={"goal": 10, "min_reports": 3})
+    plain = tiny_config(cache_dir, aggregator={"clip_norm": 0.05}, **base)
+    secure = tiny_config(cache_dir, aggregator={"clip_norm": 0.05, "kind": "secagg"}, **base)
+    s_plain, rec_plain, _ = _run(plain, tmp_path / "plain")
+    s_sec, rec_sec, _ = _run(secure, tmp_path / "secure")
+    rounds = rec_sec.rounds_frame()
+    assert rounds["updated"].all() and (rounds["secagg_survivors"] == 10).all()
+    assert rec_plain.rounds_frame()["clipped_fraction"].gt(0).any()  # clipping is active
+    diff = np.abs(s_plain.weights - s_sec.weights).max()
+    assert 0 < diff < 1e-5, diff  # quantization noise, well inside its bound
+
+
+def test_secure_aggregation_survives_a_worker_crash(ray_local, cache_dir, tmp_path):
+    cfg = tiny_config(cache_dir, experiment={"rounds": 2}, cohort={"goal": 12, "min_reports": 3},
+                      aggregator={"clip_norm": 0.05, "kind": "secagg", "secagg_mode": "secagg"},
+                      faults={"kill_worker_round": 0})
+    state, rec, replaced = _run(cfg, tmp_path / "crash")
+    rounds = rec.rounds_frame()
+    assert replaced == 1 and rounds["updated"].all()
+    assert rounds.loc[0, "secagg_survivors"] == 6 and rounds.loc[0, "dropped"] >= 6

@@ -3,7 +3,7 @@ import numpy as np
 import psutil
 import pytest
 
-from conftest import tiny_config
+from engine_testing import tiny_config
 from fl.runner import engine, train
 
 
