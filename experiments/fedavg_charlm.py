@@ -54,5 +54,7 @@ def run(cfg, out_dir: Path, progress: bool = True) -> dict:
     table, words = new_word_report(cfg, state.weights, pop)
     table.to_parquet(Path(out_dir) / "new_words.parquet", index=False)
     summary["new_word_discovery"] = words
+    summary["new_words_found"] = f"{words['new_words_discovered']} of {words['new_words']} " \
+                                 f"({words['top10_new_words_discovered']} of the 10 most widely held)"
     recorder.finish(summary)
     return summary
