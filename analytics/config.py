@@ -108,6 +108,7 @@ class SongsSection:
 @dataclass
 class RoundsSection:
     goal: int = bounded(400, 2)  # devices per round (one SecAgg group if <= secagg.group_size)
+    min_devices: int = bounded(10, 2)  # never aggregate fewer devices than this in a round
     round_interval_s: float = bounded(900.0, 0)
     start_hour_utc: float = bounded(0.0, 0, 24)
     max_rounds: int = bounded(1000, 1)
@@ -185,6 +186,9 @@ def load_now_playing(raw: dict | None = None, overrides: list[str] | None = None
     if cfg.population.size < 2:
         raise ConfigError(f"bad value for 'population.size': {cfg.population.size} (secure aggregation needs >= 2 "
                           "devices)")
+    if cfg.rounds.min_devices > cfg.rounds.goal:
+        raise ConfigError(f"bad value for 'rounds.min_devices': {cfg.rounds.min_devices} (allowed range "
+                          f"[2, rounds.goal={cfg.rounds.goal}])")
     if cfg.rounds.top_k > cfg.songs.songs:
         raise ConfigError(f"bad value for 'rounds.top_k': {cfg.rounds.top_k} (allowed range [1, songs.songs="
                           f"{cfg.songs.songs}])")

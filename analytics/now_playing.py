@@ -19,18 +19,13 @@ is known only to the simulator.
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from fl.seeding import rng_for
 
 
-@functools.lru_cache(maxsize=2)
-def _title_words() -> tuple[str, ...]:
-    from clients.typing_data import _english_words
-
-    return tuple(w for w in _english_words(20000)[200:8000] if 3 <= len(w) <= 9)
+GENRES = ("pop", "rock", "hip-hop", "dance", "r&b", "country", "latin", "indie", "jazz", "classical", "folk",
+          "metal", "soul", "reggae", "k-pop", "blues")
 
 
 class SongCatalog:
@@ -48,11 +43,9 @@ class SongCatalog:
         self.regions = len(LOCALES) if regions is None else int(regions)
         self.region_names = [name for name, _, _ in LOCALES][: self.regions]
         rng = rng_for(seed, "now-playing-catalog")
-        words = _title_words()
-        pick = rng.integers(0, len(words), size=(self.n, 2))
-        self.titles = [f"{words[a].title()} {words[b].title()} #{i}" for i, (a, b) in enumerate(pick)]
         self.genre = rng.integers(0, genres, size=self.n)
         self.genres = int(genres)
+        self.titles = [f"song-{i:05d} ({GENRES[g % len(GENRES)]})" for i, g in enumerate(self.genre)]
         base = 1.0 / np.arange(1, self.n + 1) ** zipf
         base = base[rng.permutation(self.n)]
         logp = np.log(base)[None, :] + regional_sigma * rng.standard_normal((self.regions, self.n))

@@ -64,18 +64,21 @@ def delta_for_theta(theta: int) -> float:
     """delta of Corollary 1 for threshold ``theta`` (needs theta >= 4)."""
     if theta < 4:
         raise TrieHHError(f"theta must be >= 4 for the delta bound, got {theta}")
-    return 1.0 / ((theta - 3) / (theta - 2) * math.factorial(theta))
+    return math.exp(-_log_inv_delta(theta))
+
+
+def _log_inv_delta(theta: int) -> float:
+    """log((theta-3)/(theta-2) * theta!) without overflow."""
+    return math.log((theta - 3) / (theta - 2)) + math.lgamma(theta + 1)
 
 
 def theta_for(epsilon: float, delta: float, rounds: int) -> int:
     """Smallest theta >= 5 with delta_for_theta(theta) <= delta and theta >= e^(eps/L) - 1."""
     _check_eps_delta(epsilon, delta, rounds)
     theta = 5
-    while (theta - 3) / (theta - 2) * math.factorial(theta) < 1.0 / delta:
+    while _log_inv_delta(theta) < -math.log(delta):
         theta += 1
-    while theta < math.exp(epsilon / rounds) - 1:
-        theta += 1
-    return theta
+    return max(theta, math.ceil(math.exp(epsilon / rounds) - 1))
 
 
 def gamma_for(epsilon: float, theta: int, rounds: int) -> float:

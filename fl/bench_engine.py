@@ -122,6 +122,12 @@ def run_bench(out: str, quick: bool = False, cache_dir: str | None = None) -> di
     fp_times, fp_cold, cohorts, init, fp_final, workers, counts = _fedpop(cfg)
     if ray.is_initialized():
         ray.shutdown()
+    from fl.config import load_config
+    one = load_config(cfg.to_dict(), ["workers.num=1"])
+    print("[bench engine] fedpop with a single worker", flush=True)
+    fp1_times = _fedpop(one)[0]
+    if ray.is_initialized():
+        ray.shutdown()
     task = make_task(cfg.experiment.task, cfg.task, cfg.experiment.seed)
     print("[bench engine] TFF native runtime", flush=True)
     tff_times, tff_final = _tff(task, cfg, cohorts, counts, init)
@@ -138,7 +144,10 @@ def run_bench(out: str, quick: bool = False, cache_dir: str | None = None) -> di
         "max_abs_diff_fedpop_vs_tff_weights": float(np.abs(fp_final - tff_final).max()),
         "max_abs_diff_fedpop_vs_floor_weights": float(np.abs(fp_final - floor_final).max()),
         "fedpop_cold_s_per_round": statistics.median(fp_cold),
-        "per_round_s": {"fedpop": fp_times, "fedpop_cold": fp_cold, "tff": tff_times, "floor": floor_times},
+        "fedpop_1worker_s_per_round": statistics.median(fp1_times),
+        "overhead_vs_floor_1worker": statistics.median(fp1_times) / fl,
+        "per_round_s": {"fedpop": fp_times, "fedpop_cold": fp_cold, "fedpop_1worker": fp1_times,
+                        "tff": tff_times, "floor": floor_times},
     }
     result["headline"] = {k: result[k] for k in ("fedpop_s_per_round", "tff_s_per_round", "floor_s_per_round",
                                                  "overhead_vs_floor", "speedup_vs_tff")}

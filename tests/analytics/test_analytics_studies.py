@@ -17,12 +17,12 @@ from fl.config import ConfigError
 CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
 
 TINY_NEW_WORDS = {
-    "population": {"size": 3000, "eligible_prob": 1.0, "night_hours": 24},
+    "population": {"size": 6000, "eligible_prob": 1.0, "night_hours": 24},
     "typing": {"new_words": 30, "dictionary_size": 300},
     "triehh": {"epsilon": 8.0, "max_word_len": 10},
     "iblt": {"devices": 40, "capacity": 60, "dp_epsilon": 0},
     "secagg": {"group_size": 100, "workers": 1, "dropout_rate": 0.05, "corrupt_fraction": 0.02},
-    "eval": {"curve_epsilons": [4, 8], "curve_ks": [5]},
+    "eval": {"k": 5, "curve_epsilons": [4, 8], "curve_ks": [5]},
 }
 
 
@@ -51,7 +51,8 @@ def test_new_words_bad_input_fails_before_work(override, match):
 
 def test_now_playing_bad_input():
     for o, m in (("population.size=0", "population.size"), ("population.size=1", "population.size"),
-                 ("songs.songs=0", "songs.songs"), ("rounds.top_k=50", "top_k"), ("nope.x=1", "unknown key")):
+                 ("songs.songs=0", "songs.songs"), ("rounds.top_k=50", "top_k"),
+                 ("rounds.min_devices=500", "min_devices"), ("nope.x=1", "unknown key")):
         with pytest.raises(ConfigError, match=m):
             load_now_playing({"songs": {"songs": 20}}, [o])
 
@@ -65,34 +66,43 @@ def test_new_words_study_end_to_end(tmp_path):
         assert (tmp_path / f).exists(), f
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk["theta"] == 15 and on_disk["gamma"] == pytest.approx(s["gamma"])
-    assert s["recall@10"] >= 0.5 and s["discovered"][0] == s["true_top10"][0]
-    assert s["secagg_groups_total"] >= s["rounds_run"]
+    assert s["recall@5"] >= 0.8 and s["discovered"][0] == s["true_top10"][0]
+    assert s["secagg_groups_total"] >= s["rounds_run"] and s["voters_total"] > 1000
     df = pd.read_parquet(tmp_path / "heavy_hitters.parquet")
     assert set(df["method"]) == {"triehh", "iblt"}
     ib = s["iblt"]
     assert ib["decode_complete"] and ib["devices"] == 40
-    assert [r["epsilon"] for r in s["f1_vs_epsilon"]] == [4.0, 8.0]
-    # deterministic from the seed
-    s2 = new_words.run(cfg, tmp_path / "again", progress=False)
-    assert s2["discovered"] == s["discovered"] and s2["f1_vs_epsilon"][0]["f1@5"] == s["f1_vs_epsilon"][0]["f1@5"]
+    curve = {r["epsilon"]: r for r in s["f1_vs_epsilon"]}
+    assert set(curve) == {4.0, 8.0} and curve[8.0]["secure_aggregation"] and not curve[4.0]["secure_aggregation"]
+    assert curve[8.0]["f1@5"] == s["f1@5"]
+    # deterministic from the seed: the same sampling summed in the clear gives the same trie
+    from analytics.new_words import NewWordDevices
+    from analytics.triehh import run_triehh, triehh_params
+    from fl.population import Population
+
+    pop = Population.build(cfg.population, 3)
+    dev = NewWordDevices.build(3, dictionary_size=300, new_words=30)
+    again = run_triehh(dev.vocab, dev.items, new_words._sampler(pop, cfg, "main"),
+                       triehh_params(8.0, cfg.triehh.delta, 10), seed=3, secagg=None)
+    assert again.words == s["discovered"]
 
 
 def test_now_playing_study_exact_counts(tmp_path):
     from experiments import now_playing
 
     cfg = now_playing.load(
-        {"population": {"size": 240}, "songs": {"songs": 150, "recognitions_median": 10},
-         "rounds": {"goal": 60, "top_k": 5, "round_interval_s": 3600},
+        {"population": {"size": 240, "eligible_prob": 1.0, "night_hours": 24}, "songs": {"songs": 150, "recognitions_median": 10},
+         "rounds": {"goal": 60, "top_k": 5, "round_interval_s": 3600, "min_devices": 2},
          "secagg": {"group_size": 60, "simulated_dropout": 0.05, "workers": 1, "dropout_rate": 0.1}}, [])
     s = now_playing.run(cfg, tmp_path, progress=False)
-    assert s["devices_reported"] == 240 and s["coverage"] == 1.0
-    assert s["exact_equals_ground_truth"] and s["exact_equals_population_truth"] and s["max_abs_error"] == 0
+    assert s["devices_reported"] >= 236 and s["coverage"] >= 0.98  # a lone last device cannot be aggregated
+    assert s["exact_equals_ground_truth"] and s["max_abs_error"] == 0
     assert s["dropouts_total"] > 0  # dropped devices were asked again in later rounds
     assert s["recall@5"] == 1.0 and s["precision@5"] == 1.0
     ps = s["population_stats_recognitions_per_device"]
-    assert ps["count"] == 240 and ps["mean"] == pytest.approx(ps["true_mean"], abs=0.2)
+    assert ps["count"] == s["devices_reported"] and ps["mean"] == pytest.approx(ps["true_mean"], abs=0.2)
     df = pd.read_parquet(tmp_path / "heavy_hitters.parquet")
-    assert len(df) == 150 and (df["secure_count"] == df["true_count_population"]).all()
+    assert len(df) == 150 and (df["secure_count"] == df["true_count_reported"]).all()
     assert (tmp_path / "top_songs.png").exists()
 
 
