@@ -1,8 +1,9 @@
 """On-device training and evaluation loops, traced once per worker and reused for every device.
 
-All of a device's local steps run inside one `tf.function` (a `tf.while_loop` over
-stacked batches), weights are set with one traced assignment, and inputs have `None`
-leading dimensions, so nothing retraces from device to device.
+A worker trains a chunk of devices per call of one traced function: for each device
+the global weights are assigned, its batches run in a `tf.while_loop`, and its delta is
+written out. Inputs have `None` leading dimensions, so nothing retraces; Python and
+dispatch costs are paid once per chunk, not once per device.
 """
 from __future__ import annotations
 
@@ -72,9 +73,12 @@ class DeviceTrainer:
         self._assign = tf.function(self._assign_impl, input_signature=[flat])
         step = self._gradient_impl if client.algorithm == "fedsgd" else self._local_sgd_impl
         self._step = step
+        bounds = tf.TensorSpec([None], tf.int32)
         # concrete functions: traced once here, called without tf.function's dispatch cost
-        self._train = tf.function(self._train_impl).get_concrete_function(flat, bx, by, bw, scalar, scalar)
-        self._eval = tf.function(self._eval_impl).get_concrete_function(flat, bx, by, bw)
+        self._train = tf.function(self._train_impl).get_concrete_function(flat, bx, by, bw, bounds, scalar, scalar)
+        self._eval = tf.function(self._eval_impl).get_concrete_function(flat, bx, by, bw, bounds)
+        # devices per call: bounded so the stacked deltas stay under ~64 MB
+        self.chunk = max(1, min(32, (64 << 20) // (4 * self.num_params)))
 
     # -- traced pieces ---------------------------------------------------------------
     def _assign_impl(self, flat):
@@ -128,21 +132,32 @@ class DeviceTrainer:
             v.assign_sub(a)
         return stats
 
-    def _train_impl(self, flat, xs, ys, ws, lr, mu):
-        """Set the global weights, train locally, return (delta, stats): one call per device."""
-        self._assign_impl(flat)
-        stats = self._step(xs, ys, ws, lr, mu)
-        return self._get_impl() - flat, stats
+    def _train_impl(self, flat, xs, ys, ws, bounds, lr, mu):
+        """For device d (batches bounds[d]:bounds[d+1]): set the global weights, train
+        locally, emit its delta and stats. Returns ([D, P] deltas, [D, 3] stats)."""
+        n = tf.shape(bounds)[0] - 1
+        deltas = tf.TensorArray(tf.float32, size=n)
+        stats = tf.TensorArray(tf.float32, size=n)
+        for d in tf.range(n):
+            lo, hi = bounds[d], bounds[d + 1]
+            self._assign_impl(flat)
+            stats = stats.write(d, self._step(xs[lo:hi], ys[lo:hi], ws[lo:hi], lr, mu))
+            deltas = deltas.write(d, self._get_impl() - flat)
+        return deltas.stack(), stats.stack()
 
-    def _eval_impl(self, flat, xs, ys, ws):
+    def _eval_impl(self, flat, xs, ys, ws, bounds):
         self._assign_impl(flat)
-        stats = tf.zeros([3])
-        for i in tf.range(tf.shape(xs)[0]):
-            logits = self.model(xs[i], training=False)
-            per_ex = sparse_ce(ys[i], logits)
-            stats += tf.stack([tf.reduce_sum(per_ex * ws[i]), tf.reduce_sum(_correct(ys[i], logits) * ws[i]),
-                               tf.reduce_sum(ws[i])])
-        return stats
+        n = tf.shape(bounds)[0] - 1
+        out = tf.TensorArray(tf.float32, size=n)
+        for d in tf.range(n):
+            stats = tf.zeros([3])
+            for i in tf.range(bounds[d], bounds[d + 1]):
+                logits = self.model(xs[i], training=False)
+                per_ex = sparse_ce(ys[i], logits)
+                stats += tf.stack([tf.reduce_sum(per_ex * ws[i]), tf.reduce_sum(_correct(ys[i], logits) * ws[i]),
+                                   tf.reduce_sum(ws[i])])
+            out = out.write(d, stats)
+        return out.stack()
 
     # -- python API --------------------------------------------------------------------
     def set_weights(self, flat) -> None:
@@ -158,15 +173,31 @@ class DeviceTrainer:
         rng = rng_for(seed, "shuffle", round_num, device_id) if c.shuffle else None
         return make_batches(data, c.batch_size, c.epochs, c.max_batches, rng)
 
+    def train_many(self, global_flat, devices: list[Batches]) -> tuple[np.ndarray, list[dict]]:
+        """Local training of each device from `global_flat` (a tf.Tensor, made once per round):
+        returns [D, P] float32 deltas and per-device metric sums."""
+        x, y, w, bounds = _concat(devices)
+        deltas, stats = self._train(global_flat, x, y, w, bounds, self._lr, self._mu)
+        return deltas.numpy(), [_stats(s) for s in stats.numpy()]
+
     def train(self, global_flat, b: Batches) -> tuple[np.ndarray, dict]:
-        """Local training from `global_flat` (pass a tf.Tensor to avoid a copy per device);
-        returns the model delta (float32) and metric sums."""
-        delta, stats = self._train(global_flat, tf.constant(b.x), tf.constant(b.y), tf.constant(b.w),
-                                   self._lr, self._mu)
-        return delta.numpy(), _stats(stats.numpy())
+        deltas, stats = self.train_many(global_flat, [b])
+        return deltas[0], stats[0]
+
+    def evaluate_many(self, global_flat, devices: list[Batches]) -> list[dict]:
+        x, y, w, bounds = _concat(devices)
+        return [_stats(s) for s in self._eval(global_flat, x, y, w, bounds).numpy()]
 
     def evaluate(self, global_flat, b: Batches) -> dict:
-        return _stats(self._eval(global_flat, tf.constant(b.x), tf.constant(b.y), tf.constant(b.w)).numpy())
+        return self.evaluate_many(global_flat, [b])[0]
+
+
+def _concat(devices: list[Batches]):
+    bounds = np.zeros(len(devices) + 1, np.int32)
+    bounds[1:] = np.cumsum([len(b.w) for b in devices])
+    cat = lambda xs: tf.constant(np.concatenate(xs)) if len(xs) > 1 else tf.constant(xs[0])  # noqa: E731
+    return (cat([b.x for b in devices]), cat([b.y for b in devices]), cat([b.w for b in devices]),
+            tf.constant(bounds))
 
 
 def _stats(s) -> dict:

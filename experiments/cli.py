@@ -58,15 +58,22 @@ def _run(args) -> int:
         if not args.name:
             raise SystemExit("fedpop run: give an experiment name or --resume DIR")
         name = args.name
-        _, default = lookup(name)
-        cfg = load_yaml(args.config or default, overrides)
+        module, default = lookup(name)
+        if hasattr(module, "load"):  # analytics studies validate their own config
+            import yaml
+            with open(args.config or default) as fh:
+                raw = yaml.safe_load(fh) or {}
+            extra = [f"secagg.workers={args.workers}"] if args.workers is not None else []
+            cfg = module.load(raw, list(args.overrides) + extra)
+        else:
+            cfg = load_yaml(args.config or default, overrides)
         out = Path(args.out or f"runs/{name}")
         if (out / "checkpoint.npz").exists():
             raise SystemExit(f"fedpop run: {out} already holds a run; use --resume {out} or another --out")
     module, _ = lookup(name)
     summary = module.run(cfg, out, progress=not args.quiet)
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, (list, dict))}, indent=2, default=str))
-    print(f"results in {out}/ (rounds.parquet, clients.parquet, summary.json, training_curve.png, tensorboard/)")
+    print(f"results in {out}/: " + ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith("."))))
     return 0
 
 

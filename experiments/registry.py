@@ -6,10 +6,14 @@ from pathlib import Path
 
 CONFIGS = Path(__file__).parent / "configs"
 
-# name -> (module with run(cfg, out_dir, progress) -> summary, default config file)
+# name -> (module with run(cfg, out_dir, progress) -> summary, default config file).
+# A module with load(raw, overrides) validates its own config (the analytics studies);
+# the others use the federated-training sections of fl.config.
 EXPERIMENTS = {
     "fedavg-charlm": ("experiments.fedavg_charlm", "fedavg-charlm.yaml"),
     "fedavg-mlp": ("experiments.fedavg_train", "mlp.yaml"),
+    "new-words": ("experiments.new_words", "new-words.yaml"),
+    "now-playing": ("experiments.now_playing", "now-playing.yaml"),
 }
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-import traceback
 
 import numpy as np
 
@@ -63,60 +62,92 @@ class DeviceWorker:
         import tensorflow as tf
 
         global_w = tf.constant(np.asarray(weights, np.float32))  # one host->TF copy per round
-        total = np.zeros(global_w.shape[0], np.float64) if mode == "train" else None
-        weight_sum, metric_sums, records, advertised = 0.0, {}, [], []
+        self._round = {"total": np.zeros(global_w.shape[0], np.float64) if mode == "train" else None,
+                       "weight": 0.0, "metrics": {}, "advertised": [], "secure": secure, "positions": positions,
+                       "round": round_num, "mode": mode}
         if secure is not None:
-            from secagg import SecAggClient
             from secagg.prg import MaskExpander
 
-            expander = MaskExpander(secure.config.m, secure.config.bits, secure.config.prg)
+            self._round["expander"] = MaskExpander(secure.config.m, secure.config.bits, secure.config.prg)
             self._secure = {"round": round_num, "clients": {}, "secure": secure}
         crash_at = len(device_ids) // 2 if (mode == "train" and round_num == faults.kill_worker_round
                                            and self.index == 0) else -1
-        for pos_in_chunk, (dev, n) in enumerate(zip(device_ids.tolist(), num_examples.tolist())):
-            if pos_in_chunk == crash_at:
+        records, ready = [], []  # ready: (record, index in this chunk, batches)
+        for i, (dev, n) in enumerate(zip(device_ids.tolist(), num_examples.tolist())):
+            if i == crash_at:
                 os._exit(1)  # simulated worker crash: the process dies mid-round
-            t_dev = time.perf_counter()
             rec = {"device_id": dev, "status": ACCEPTED, "examples": int(n), "loss": np.nan,
-                   "accuracy": np.nan, "error": ""}
-            try:
-                if mode == "eval":
-                    b = self.trainer.batches(self._data(dev, n, "eval"), seed, round_num, dev, train=False)
-                    stats = self.trainer.evaluate(global_w, b)
-                    _add(metric_sums, stats)
-                else:
-                    if hash_uniform(seed, dev, round_num * 2 + 1) < faults.device_error_rate:
-                        raise RuntimeError(f"injected device fault on device {dev}")
-                    b = self.trainer.batches(self._data(dev, n, "train"), seed, round_num, dev)
-                    delta, stats = self.trainer.train(global_w, b)
-                    delta = delta.astype(np.float64)
-                    if hash_uniform(seed, dev, round_num * 2) < faults.nan_rate:
-                        delta[0] = np.nan
-                    if not np.all(np.isfinite(delta)):
-                        rec.update(status=REJECTED, error="non-finite update (NaN/Inf) rejected")
-                    elif secure is not None:
-                        w = stats["examples"] if self.cfg.aggregator.weighting == "examples" else 1.0
-                        q = secure.encode(delta, w, rng_for(seed, "quantize", round_num, dev))
-                        pos = int(positions[pos_in_chunk])
-                        client = SecAggClient(pos, secure.config, expander=expander)
-                        advertised.append(client.advertise_keys())
-                        self._secure["clients"][pos] = (client, q)
-                        _add(metric_sums, {**stats, "reports": 1.0})
-                    else:
-                        contrib, w, info = self.aggregator.client(delta, stats["examples"])
-                        total += contrib
-                        weight_sum += w
-                        _add(metric_sums, {**stats, **info, "reports": 1.0})
-                rec.update(loss=stats["loss_sum"] / max(stats["examples"], 1),
-                           accuracy=stats["correct_sum"] / max(stats["examples"], 1))
-            except Exception as e:  # a failing device never takes the worker down
-                rec.update(status=FAILED, error=f"{type(e).__name__}: {e}"[:500])
-                rec["traceback"] = traceback.format_exc(limit=3)
-            rec["compute_s"] = time.perf_counter() - t_dev
+                   "accuracy": np.nan, "error": "", "compute_s": 0.0}
             records.append(rec)
-        return {"sum": None if secure is not None else total, "weight": weight_sum, "metrics": metric_sums,
-                "records": records, "advertise": advertised, "compute_s": time.perf_counter() - t0,
+            try:
+                if mode == "train" and hash_uniform(seed, dev, round_num * 2 + 1) < faults.device_error_rate:
+                    raise RuntimeError(f"injected device fault on device {dev}")
+                split = "train" if mode == "train" else "eval"
+                ready.append((rec, i, self.trainer.batches(self._data(dev, n, split), seed, round_num, dev,
+                                                           train=mode == "train")))
+            except Exception as e:  # a failing device never takes the worker down
+                _fail(rec, e)
+        for start in range(0, len(ready), self.trainer.chunk):
+            self._run_chunk(global_w, ready[start:start + self.trainer.chunk])
+        r = self._round
+        return {"sum": None if secure is not None else r["total"], "weight": r["weight"], "metrics": r["metrics"],
+                "records": records, "advertise": r["advertised"], "compute_s": time.perf_counter() - t0,
                 "cache_rebuilt": self.cache.rebuilt}
+
+    def _run_chunk(self, global_w, chunk: list) -> None:
+        """Train/evaluate a chunk of devices in one traced call; if the call fails, retry
+        the devices one by one so only the faulty device is marked failed."""
+        t = time.perf_counter()
+        batches = [b for _, _, b in chunk]
+        try:
+            if self._round["mode"] == "eval":
+                outputs = [(None, s) for s in self.trainer.evaluate_many(global_w, batches)]
+            else:
+                deltas, stats = self.trainer.train_many(global_w, batches)
+                outputs = list(zip(deltas, stats))
+        except Exception as e:
+            if len(chunk) == 1:
+                _fail(chunk[0][0], e)
+                return
+            for item in chunk:
+                self._run_chunk(global_w, [item])
+            return
+        per_device_s = (time.perf_counter() - t) / len(chunk)
+        for (rec, i, _), (delta, stats) in zip(chunk, outputs):
+            rec["compute_s"] = per_device_s
+            try:
+                self._finish_device(rec, i, delta, stats)
+            except Exception as e:
+                _fail(rec, e)
+
+    def _finish_device(self, rec: dict, i: int, delta, stats: dict) -> None:
+        """Check one device's update and add it to the partial sum (or to SecAgg)."""
+        r, seed, dev = self._round, self.cfg.experiment.seed, rec["device_id"]
+        rec.update(loss=stats["loss_sum"] / max(stats["examples"], 1),
+                   accuracy=stats["correct_sum"] / max(stats["examples"], 1))
+        if r["mode"] == "eval":
+            _add(r["metrics"], stats)
+            return
+        delta = delta.astype(np.float64)
+        if hash_uniform(seed, dev, r["round"] * 2) < self.cfg.faults.nan_rate:
+            delta[0] = np.nan
+        if not np.all(np.isfinite(delta)):
+            rec.update(status=REJECTED, error="non-finite update (NaN/Inf) rejected")
+        elif r["secure"] is not None:
+            from secagg import SecAggClient
+
+            w = stats["examples"] if self.cfg.aggregator.weighting == "examples" else 1.0
+            q = r["secure"].encode(delta, w, rng_for(seed, "quantize", r["round"], dev))
+            pos = int(r["positions"][i])
+            client = SecAggClient(pos, r["secure"].config, expander=r["expander"])
+            r["advertised"].append(client.advertise_keys())
+            self._secure["clients"][pos] = (client, q)
+            _add(r["metrics"], {**stats, "reports": 1.0})
+        else:
+            contrib, w, info = self.aggregator.client(delta, stats["examples"])
+            r["total"] += contrib
+            r["weight"] += w
+            _add(r["metrics"], {**stats, **info, "reports": 1.0})
 
     def secure_stage(self, stage: str, messages: dict) -> list:
         """Run one SecAgg stage for this worker's clients; masked inputs are pre-summed
@@ -148,6 +179,10 @@ class DeviceWorker:
         if stage == "unmask":
             self._secure = None  # the round is over: forget the secrets
         return out
+
+
+def _fail(rec: dict, e: Exception) -> None:
+    rec.update(status=FAILED, error=f"{type(e).__name__}: {e}"[:500], loss=np.nan, accuracy=np.nan)
 
 
 def _add(acc: dict, stats: dict) -> None:

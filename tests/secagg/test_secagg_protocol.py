@@ -143,3 +143,13 @@ def test_cost_accounting(rng, modsum, same, rand_inputs):
     assert r.bytes_sent_per_client > 4 * m
     assert set(r.per_stage_seconds) == set(STAGES)
     assert r.total_seconds >= sum(r.per_stage_seconds.values()) * 0.5
+
+
+def test_without_wire_encoding_sum_is_exact():
+    import numpy as np
+
+    from secagg import run_protocol
+
+    x = np.random.default_rng(0).integers(0, 2**32, (20, 100), dtype=np.uint64).astype(np.uint32)
+    r = run_protocol(x, wire=False, dropouts={"masked_input": [3]})
+    np.testing.assert_array_equal(r.sum, np.delete(x, 3, 0).astype(np.uint64).sum(0) % 2**32)
