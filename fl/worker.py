@@ -1,9 +1,9 @@
 """A long-lived device worker: builds the task's model once, then trains many devices.
 
 One worker per CPU share (pfl-research's design): per round it receives the global
-weights once (zero-copy from the object store), runs its devices one after another and
-returns only the partial sums of their updates and metrics (float64, in device-id
-order), plus one small record per device.
+weights once (zero-copy from the object store), trains its devices in chunks through one
+traced function (clients/trainer.py) and returns only the partial sums of their updates
+and metrics (float64, in device-id order), plus one small record per device.
 """
 from __future__ import annotations
 
