@@ -1,7 +1,9 @@
 """Run outputs: rounds.parquet, clients.parquet, TensorBoard events, summary.json, a PNG curve.
 
-Tables are rewritten atomically after every round, so a run directory is always
-consistent with its checkpoint and loads straight into pandas.
+`rounds.parquet` is rewritten atomically after every round (one row per round);
+`clients.parquet` is a parquet dataset directory with one part file per round, so each
+round writes O(cohort) rows however long the run. Both load straight into pandas
+(`pd.read_parquet(DIR / "clients.parquet")`) and always match the checkpoint.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ CLIENT_COLUMNS = ["round", "device_id", "status", "examples", "loss", "accuracy"
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_suffix(".tmp.parquet")
+    tmp = path.parent / f".{path.name}.tmp"  # hidden: parquet dataset readers skip it
     df.to_parquet(tmp, index=False)
     os.replace(tmp, path)
 
@@ -69,21 +71,37 @@ class RunRecorder:
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.rounds: list[dict] = []
-        self.clients = pd.DataFrame(columns=CLIENT_COLUMNS)
+        self.clients_dir = self.dir / "clients.parquet"
+        self.clients_dir.mkdir(exist_ok=True)
+        self._client_parts: list[pd.DataFrame] = []
+        self._clients: pd.DataFrame | None = None
         if start_round > 0:  # resuming: keep exactly the rounds the checkpoint covers
             self.rounds = [r for r in pd.read_parquet(self.dir / "rounds.parquet").to_dict("records")
                            if r["round"] < start_round]
-            old = pd.read_parquet(self.dir / "clients.parquet")
-            self.clients = old[old["round"] < start_round]
+        for part in sorted(self.clients_dir.glob("round-*.parquet")):
+            if int(part.stem.split("-")[1]) >= start_round:
+                part.unlink()  # written after the checkpoint: the resumed run redoes that round
+            else:
+                self._client_parts.append(pd.read_parquet(part))
         self.tb = TensorBoardWriter(self.dir / "tensorboard")
 
     def add_round(self, metrics: dict, clients: list[dict]) -> None:
         self.rounds.append(metrics)
         new = pd.DataFrame(clients).reindex(columns=CLIENT_COLUMNS)
-        self.clients = new if self.clients.empty else pd.concat([self.clients, new], ignore_index=True)
+        self._client_parts.append(new)
+        self._clients = None
+        _write_parquet(new, self.clients_dir / f"round-{int(metrics['round']):06d}.parquet")
         _write_parquet(self.rounds_frame(), self.dir / "rounds.parquet")
-        _write_parquet(self.clients, self.dir / "clients.parquet")
         self.tb.scalars(int(metrics["round"]), metrics)
+
+    @property
+    def clients(self) -> pd.DataFrame:
+        """All client rows so far (concatenated lazily)."""
+        if self._clients is None:
+            parts = [p for p in self._client_parts if not p.empty]
+            self._clients = (pd.concat(parts, ignore_index=True) if parts
+                             else pd.DataFrame(columns=CLIENT_COLUMNS))
+        return self._clients
 
     def rounds_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rounds)

@@ -68,6 +68,11 @@ def test_resume_matches_uninterrupted(ray_local, cache_dir, tmp_path):
     a = rec_full.rounds_frame()["train_loss"].to_numpy()
     b = pd.read_parquet(tmp_path / "resumed" / "rounds.parquet")["train_loss"].to_numpy()
     np.testing.assert_array_equal(a, b)
+    parts = sorted(p.name for p in (tmp_path / "resumed" / "clients.parquet").iterdir())
+    assert parts == [f"round-{r:06d}.parquet" for r in range(4)]
+    resumed = pd.read_parquet(tmp_path / "resumed" / "clients.parquet").sort_values(["round", "device_id"])
+    full = pd.read_parquet(tmp_path / "full" / "clients.parquet").sort_values(["round", "device_id"])
+    np.testing.assert_array_equal(resumed["loss"].to_numpy(), full["loss"].to_numpy())
 
 
 def test_faults_are_recorded_not_fatal(ray_local, cache_dir, tmp_path):
