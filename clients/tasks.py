@@ -6,6 +6,7 @@ from fl.config import ConfigError
 _TASKS = {
     "charlm": ("clients.charlm", "CharLMTask"),
     "mlp": ("clients.mlp", "MLPTask"),
+    "asr": ("clients.speech.task", "ASRTask"),
 }
 
 

@@ -90,14 +90,21 @@ class DeviceTrainer:
     def _get_impl(self):
         return tf.concat([tf.reshape(v, [-1]) for v in self.variables], 0)
 
+    def _per_example(self, x, y, training):
+        """(per-example loss, per-example accuracy): the task's own `batch_loss` if it has
+        one (e.g. RNN-T), else cross-entropy and accuracy of the model's logits."""
+        if hasattr(self.task, "batch_loss"):
+            return self.task.batch_loss(self.model, x, y, training)
+        logits = self.model(x, training=training)
+        return sparse_ce(y, logits), _correct(y, logits)
+
     def _batch_loss(self, x, y, w, start, mu):
-        logits = self.model(x, training=True)
-        per_ex = sparse_ce(y, logits)
+        per_ex, correct = self._per_example(x, y, True)
         n = tf.reduce_sum(w)
         loss = tf.reduce_sum(per_ex * w) / tf.maximum(n, 1.0)
         if self.client.algorithm == "fedprox":  # Li et al. 2020, "Federated Optimization in Heterogeneous Networks"
             loss += 0.5 * mu * tf.add_n([tf.reduce_sum(tf.square(v - s)) for v, s in zip(self.variables, start)])
-        return loss, per_ex, logits
+        return loss, per_ex, correct
 
     def _local_sgd_impl(self, xs, ys, ws, lr, mu):
         start = [tf.identity(v) for v in self.variables]
@@ -105,12 +112,11 @@ class DeviceTrainer:
         for i in tf.range(tf.shape(xs)[0]):
             w = ws[i]
             with tf.GradientTape() as tape:
-                loss, per_ex, logits = self._batch_loss(xs[i], ys[i], w, start, mu)
+                loss, per_ex, correct = self._batch_loss(xs[i], ys[i], w, start, mu)
             grads = tape.gradient(loss, self.variables)
             for v, g in zip(self.variables, grads):
                 v.assign_sub(lr * g)
-            stats += tf.stack([tf.reduce_sum(per_ex * w), tf.reduce_sum(_correct(ys[i], logits) * w),
-                               tf.reduce_sum(w)])
+            stats += tf.stack([tf.reduce_sum(per_ex * w), tf.reduce_sum(correct * w), tf.reduce_sum(w)])
         return stats
 
     def _gradient_impl(self, xs, ys, ws, lr, mu):
@@ -121,13 +127,11 @@ class DeviceTrainer:
         for i in tf.range(tf.shape(xs)[0]):
             w = ws[i]
             with tf.GradientTape() as tape:
-                logits = self.model(xs[i], training=True)
-                per_ex = sparse_ce(ys[i], logits)
+                per_ex, correct = self._per_example(xs[i], ys[i], True)
                 loss = tf.reduce_sum(per_ex * w) / tf.maximum(total, 1.0)
             grads = tape.gradient(loss, self.variables)
             acc = [a + g for a, g in zip(acc, grads)]
-            stats += tf.stack([tf.reduce_sum(per_ex * w), tf.reduce_sum(_correct(ys[i], logits) * w),
-                               tf.reduce_sum(w)])
+            stats += tf.stack([tf.reduce_sum(per_ex * w), tf.reduce_sum(correct * w), tf.reduce_sum(w)])
         for v, a in zip(self.variables, acc):
             v.assign_sub(a)
         return stats
@@ -152,9 +156,8 @@ class DeviceTrainer:
         for d in tf.range(n):
             stats = tf.zeros([3])
             for i in tf.range(bounds[d], bounds[d + 1]):
-                logits = self.model(xs[i], training=False)
-                per_ex = sparse_ce(ys[i], logits)
-                stats += tf.stack([tf.reduce_sum(per_ex * ws[i]), tf.reduce_sum(_correct(ys[i], logits) * ws[i]),
+                per_ex, correct = self._per_example(xs[i], ys[i], False)
+                stats += tf.stack([tf.reduce_sum(per_ex * ws[i]), tf.reduce_sum(correct * ws[i]),
                                    tf.reduce_sum(ws[i])])
             out = out.write(d, stats)
         return out.stack()

@@ -12,6 +12,7 @@ CONFIGS = Path(__file__).parent / "configs"
 EXPERIMENTS = {
     "fedavg-charlm": ("experiments.fedavg_charlm", "fedavg-charlm.yaml"),
     "fedavg-mlp": ("experiments.fedavg_train", "mlp.yaml"),
+    "fedavg-asr": ("experiments.fedavg_asr", "fedavg-asr.yaml"),
     "new-words": ("experiments.new_words", "new-words.yaml"),
     "now-playing": ("experiments.now_playing", "now-playing.yaml"),
 }

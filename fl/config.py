@@ -28,7 +28,7 @@ def bounded(default, lo=None, hi=None):
 @dataclass
 class ExperimentSection:
     name: str = "fedavg-charlm"
-    task: str = choice("charlm", "charlm", "mlp")
+    task: str = choice("charlm", "charlm", "mlp", "asr")
     seed: int = 0
     rounds: int = bounded(30, 1)
 
