@@ -61,6 +61,8 @@ class DeviceTrainer:
         self.shapes = [v.shape for v in self.variables]
         self.sizes = [int(np.prod(s)) for s in self.shapes]
         self.num_params = int(sum(self.sizes))
+        # 1 = trained, 0 = frozen, per variable (personalization fine-tunes a subset)
+        self._trainable = tf.Variable(tf.ones([len(self.variables)]), trainable=False)
         self._lr = tf.constant(client.lr, tf.float32)
         self._mu = tf.constant(client.prox_mu, tf.float32)
         xs, ys = task.example_spec()
@@ -114,8 +116,8 @@ class DeviceTrainer:
             with tf.GradientTape() as tape:
                 loss, per_ex, correct = self._batch_loss(xs[i], ys[i], w, start, mu)
             grads = tape.gradient(loss, self.variables)
-            for v, g in zip(self.variables, grads):
-                v.assign_sub(lr * g)
+            for j, (v, g) in enumerate(zip(self.variables, grads)):
+                v.assign_sub(lr * self._trainable[j] * g)
             stats += tf.stack([tf.reduce_sum(per_ex * w), tf.reduce_sum(correct * w), tf.reduce_sum(w)])
         return stats
 
@@ -165,6 +167,11 @@ class DeviceTrainer:
     # -- python API --------------------------------------------------------------------
     def set_weights(self, flat) -> None:
         self._assign(flat)
+
+    def set_trainable(self, mask) -> None:
+        """Freeze variables where mask is False (None: train all)."""
+        self._trainable.assign(np.ones(len(self.variables), np.float32) if mask is None
+                               else np.asarray(mask, np.float32))
 
     def get_weights(self) -> np.ndarray:
         return self._get().numpy()

@@ -13,6 +13,7 @@ EXPERIMENTS = {
     "fedavg-charlm": ("experiments.fedavg_charlm", "fedavg-charlm.yaml"),
     "fedavg-mlp": ("experiments.fedavg_train", "mlp.yaml"),
     "fedavg-asr": ("experiments.fedavg_asr", "fedavg-asr.yaml"),
+    "euphonia-personalization": ("experiments.euphonia_personalization", "euphonia-personalization.yaml"),
     "new-words": ("experiments.new_words", "new-words.yaml"),
     "now-playing": ("experiments.now_playing", "now-playing.yaml"),
 }

@@ -48,13 +48,13 @@ class WorkerPool:
         return ray.get(self.actors[0].initial_weights.remote())
 
     def run(self, round_num: int, weights: np.ndarray, device_ids: np.ndarray, num_examples: np.ndarray,
-            mode: str = "train", secure=None) -> list[dict]:
+            mode: str = "train", secure=None, options: dict | None = None) -> list[dict]:
         """Run devices on all workers; results come back in worker order (deterministic).
         With `secure`, device i of `device_ids` is SecAgg client i, held by its worker."""
         ref = ray.put(weights)
         splits = np.array_split(np.arange(len(device_ids)), len(self.actors))
         self._owner = {int(p): w for w, s in enumerate(splits) for p in s}
-        futures = [a.run.remote(round_num, ref, device_ids[s], num_examples[s], mode, secure, s)
+        futures = [a.run.remote(round_num, ref, device_ids[s], num_examples[s], mode, secure, s, options)
                    for a, s in zip(self.actors, splits)]
         results = []
         for i, (fut, s) in enumerate(zip(futures, splits)):

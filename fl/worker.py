@@ -50,13 +50,16 @@ class DeviceWorker:
                                       lambda: self.task.device_data(device_id, n, split))
 
     def run(self, round_num: int, weights: np.ndarray, device_ids: np.ndarray, num_examples: np.ndarray,
-            mode: str = "train", secure=None, positions: np.ndarray | None = None) -> dict:
+            mode: str = "train", secure=None, positions: np.ndarray | None = None,
+            options: dict | None = None) -> dict:
         """Train (or evaluate) devices in id order; return partial sums and per-device records.
 
         With `secure` (a `fl.secure_sum.SecureRound`), updates are not summed in the clear:
         each device quantizes its update, becomes SecAgg client number `positions[i]` and
         returns its advertised keys; `secure_stage` runs the later protocol stages.
         """
+        if mode == "personalize":
+            return self._personalize(weights, device_ids, num_examples, **(options or {}))
         seed, faults = self.cfg.experiment.seed, self.cfg.faults
         t0 = time.perf_counter()
         import tensorflow as tf
@@ -93,6 +96,38 @@ class DeviceWorker:
         return {"sum": None if secure is not None else r["total"], "weight": r["weight"], "metrics": r["metrics"],
                 "records": records, "advertise": r["advertised"], "compute_s": time.perf_counter() - t0,
                 "cache_rebuilt": self.cache.rebuilt}
+
+    def _personalize(self, weights, device_ids, num_examples, strategy: str = "all") -> dict:
+        """Per device: WER of the global model on its held-out utterances, fine-tune the
+        variables `strategy` selects on its training utterances, WER again (the
+        personalization recipe of Green et al. 2021). Nothing leaves the device but WERs."""
+        import tensorflow as tf
+
+        t0, tr, seed = time.perf_counter(), self.trainer, self.cfg.experiment.seed
+        global_w = np.asarray(weights, np.float32)
+        global_t = tf.constant(global_w)
+        records = []
+        for dev, n in zip(device_ids.tolist(), num_examples.tolist()):
+            t_dev = time.perf_counter()
+            rec = {"device_id": dev, "status": ACCEPTED, "strategy": strategy, "error": ""}
+            try:
+                test = self._data(dev, n, "eval")
+                tr.set_weights(global_t)
+                rec["wer_before"], rec["test_words"] = self.task.decode_wer(tr.model, test)
+                tr.set_trainable(self.task.trainable_mask(tr.model, strategy))
+                try:
+                    delta, stats = tr.train(global_t, tr.batches(self._data(dev, n, "train"), seed, 0, dev))
+                finally:
+                    tr.set_trainable(None)
+                tr.set_weights(global_w + delta)
+                rec["wer_after"], _ = self.task.decode_wer(tr.model, test)
+                rec["train_loss"] = stats["loss_sum"] / max(stats["examples"], 1)
+            except Exception as e:
+                _fail(rec, e)
+            rec["compute_s"] = time.perf_counter() - t_dev
+            records.append(rec)
+        return {"sum": None, "weight": 0.0, "metrics": {}, "records": records, "advertise": [],
+                "compute_s": time.perf_counter() - t0, "cache_rebuilt": self.cache.rebuilt}
 
     def _run_chunk(self, global_w, chunk: list) -> None:
         """Train/evaluate a chunk of devices in one traced call; if the call fails, retry

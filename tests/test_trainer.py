@@ -74,3 +74,18 @@ def test_typing_histories_hold_new_words_outside_dictionary():
     assert own and own <= set(words) and set(words) - own <= set(typing.dictionary)
     counts = typing.new_word_device_counts(np.arange(500))
     assert sum(counts.values()) == 500 * 2 and max(counts.values()) > 500 * 2 / 10
+
+
+def test_frozen_variables_do_not_move():
+    import tensorflow as tf
+    task, tr = _trainer(lr=0.5)
+    w0 = tr.get_weights()
+    mask = [i % 2 == 0 for i in range(len(tr.variables))]  # kernels train, biases frozen
+    tr.set_trainable(mask)
+    delta, _ = tr.train(tf.constant(w0), tr.batches(task.device_data(0, 12), 0, 0, 0))
+    parts = np.split(delta, np.cumsum(tr.sizes)[:-1])
+    for keep, part in zip(mask, parts):
+        assert (np.abs(part).max() > 0) == keep
+    tr.set_trainable(None)
+    delta, _ = tr.train(tf.constant(w0), tr.batches(task.device_data(0, 12), 0, 0, 0))
+    assert all(np.abs(p).max() > 0 for p in np.split(delta, np.cumsum(tr.sizes)[:-1]))

@@ -5,7 +5,8 @@ utterances are synthesized and featurized on the worker, and trains a streaming 
 Engine batches are dense arrays, so an utterance is packed as x = [max_frames, n_mels + 1]
 (log-mel frames plus a 0/1 "frame is real" channel) and y = [max_label_len] character ids
 padded with blank (labels never contain blank, so the label length is the non-zero count).
-Device ids map to the corpus's typical speakers (device_id mod n_typical).
+Device ids [0, n_typical) are the typical speakers, [n_typical, n_typical + n_atypical)
+the atypical ones (personalization).
 """
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ class ASRTask:
         joint_units: int = 64
         input_stack: int = 3  # 30 ms input frames, as in He et al. (stack 4, stride 3 there)
         input_stride: int = 3
+        specaugment: bool = False  # on in training steps only (Park et al. 2019)
+        base_checkpoint: str = ""  # personalization: a fedavg-asr run directory ("" = train one)
 
     name = "asr"
 
@@ -39,8 +42,9 @@ class ASRTask:
         c = config
         self.corpus = SpeechCorpus(seed, config=CorpusConfig(n_typical=c.n_typical, n_atypical=c.n_atypical,
                                                              utterances_per_speaker=c.utterances_per_speaker))
-        self.speakers = [s for s in self.corpus.speaker_ids
-                         if self.corpus.population.speaker(s).kind == "typical"]
+        kind = lambda s: self.corpus.population.speaker(s).kind  # noqa: E731
+        self.speakers = [s for s in self.corpus.speaker_ids if kind(s) == "typical"]
+        self.atypical = [s for s in self.corpus.speaker_ids if kind(s) != "typical"]
         self.model_config = RNNTConfig(encoder_layers=c.encoder_layers, encoder_units=c.encoder_units,
                                        pred_units=c.pred_units, joint_units=c.joint_units,
                                        input_stack=c.input_stack, input_stride=c.input_stride,
@@ -68,7 +72,37 @@ class ASRTask:
         return model
 
     def speaker_for(self, device_id: int) -> str:
-        return self.speakers[int(device_id) % len(self.speakers)]
+        ordered = self.speakers + self.atypical
+        if not 0 <= int(device_id) < len(ordered):
+            raise ValueError(f"device {device_id} has no speaker: the corpus has {len(ordered)} "
+                             f"({len(self.speakers)} typical, {len(self.atypical)} atypical)")
+        return ordered[int(device_id)]
+
+    def trainable_mask(self, model, strategy: str) -> list[bool]:
+        """Which variables a personalization strategy fine-tunes (Green et al. 2021:
+        the bottom 5 of 8 encoder layers; the rest, joint and prediction network frozen)."""
+        enc = model.encoder_layers
+        chosen = {"bottom5": enc[:5], "top3": enc[5:], "all": None}
+        if strategy not in chosen:
+            raise ValueError(f"unknown personalization strategy {strategy!r} (allowed: {', '.join(chosen)})")
+        if chosen[strategy] is None:
+            return [True] * len(model.trainable_variables)
+        ids = {id(v) for layer in chosen[strategy] for v in layer.trainable_variables}
+        return [id(v) in ids for v in model.trainable_variables]
+
+    def decode_wer(self, model, data: dict) -> tuple[float, int]:
+        """Corpus WER of greedy decoding over a device's packed utterances, and word count."""
+        from clients.speech.decoding import greedy_decode, ids_to_text
+        from clients.speech.wer import word_edit_counts
+
+        errors = words = 0
+        for x, y in zip(data["x"], data["y"]):
+            n = int(x[:, -1].sum())
+            enc, enc_len = model.encode(x[None, :n, :-1], np.array([n]))
+            hyp = ids_to_text(greedy_decode(model, enc.numpy()[0, : int(enc_len[0])]).tokens)
+            e = word_edit_counts(ids_to_text(y[y > 0]), hyp)
+            errors, words = errors + e.errors, words + e.ref_len
+        return (errors / words if words else float("nan")), words
 
     def device_data(self, device_id: int, num_examples: int, split: str = "train") -> dict[str, np.ndarray]:
         """All of the speaker's utterances of the split (num_examples is the clock's estimate)."""
@@ -89,5 +123,13 @@ class ASRTask:
 
         lengths = tf.maximum(tf.cast(tf.reduce_sum(x[..., -1], axis=1), tf.int32), 1)  # padding rows: 1 frame
         label_lengths = tf.math.count_nonzero(y, axis=1, dtype=tf.int32)
-        loss = model.loss(x[..., :-1], lengths, y, label_lengths, training=training)
+        features = x[..., :-1]
+        if training and self.config.specaugment:
+            from clients.speech.specaugment import SpecAugmentConfig, spec_augment
+
+            seed = tf.stack([tf.cast(tf.reduce_sum(lengths), tf.int32), tf.reduce_sum(label_lengths)])
+            features = spec_augment(features, seed, lengths, training=True,
+                                    config=SpecAugmentConfig(time_warp=20, freq_width=15, time_width=30,
+                                                             time_ratio=0.2))
+        loss = model.loss(features, lengths, y, label_lengths, training=training)
         return loss, tf.zeros_like(loss)
