@@ -25,3 +25,16 @@ def task_config_class(name: str):
 
 def make_task(name: str, task_config, seed: int):
     return _task_class(name)(task_config, seed)
+
+
+def model_with_weights(task, flat_weights):
+    """The task's Keras model holding the engine's flat weight vector (e.g. a checkpoint)."""
+    import numpy as np
+
+    model = task.build_model()
+    flat, offset = np.asarray(flat_weights, np.float32), 0
+    for v in model.trainable_variables:
+        n = int(np.prod(v.shape))
+        v.assign(flat[offset:offset + n].reshape(v.shape))
+        offset += n
+    return model

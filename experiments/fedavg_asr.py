@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clients.tasks import make_task
+from clients.tasks import make_task, model_with_weights
 from experiments.fedavg_train import summarize
 from fl.runner import engine, train
 
@@ -23,15 +23,9 @@ def heldout_wer(cfg, weights: np.ndarray, trained_devices: int, max_utterances: 
     from clients.speech.wer import corpus_wer
 
     task = make_task("asr", cfg.task, cfg.experiment.seed)
-    model = task.build_model()
-    flat, offset = np.asarray(weights, np.float32), 0
-    for v in model.trainable_variables:
-        n = int(np.prod(v.shape))
-        v.assign(flat[offset:offset + n].reshape(v.shape))
-        offset += n
+    model = model_with_weights(task, weights)
     rows = []
     for speaker in task.speakers[trained_devices:]:
-        d = task.corpus.get(speaker, "test")
         for split in ("test", "train"):  # an unseen speaker: every utterance is held out
             d = task.corpus.get(speaker, split)
             for feats, n, ref in zip(d["features"], d["feature_lengths"], d["transcripts"]):

@@ -12,19 +12,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clients.tasks import make_task
+from clients.tasks import make_task, model_with_weights
 from experiments.fedavg_train import summarize
 from fl.runner import engine, train
 
 
 def new_word_report(cfg, weights: np.ndarray, population_size: int) -> tuple[pd.DataFrame, dict]:
     task = make_task("charlm", cfg.task, cfg.experiment.seed)
-    model = task.build_model()
-    flat, offset = np.asarray(weights, np.float32), 0
-    for v in model.trainable_variables:
-        n = int(np.prod(v.shape))
-        v.assign(flat[offset:offset + n].reshape(v.shape))
-        offset += n
+    model = model_with_weights(task, weights)
     sampled = Counter(task.sample_words(model, cfg.task.sample_words, cfg.experiment.seed))
     holders = task.typing.new_word_device_counts(np.arange(min(population_size, 200_000)))
     dictionary = set(task.typing.dictionary)
