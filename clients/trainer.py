@@ -109,13 +109,27 @@ class DeviceTrainer:
         return loss, per_ex, correct
 
     def _local_sgd_impl(self, xs, ys, ws, lr, mu):
+        """Local training: SGD, or Adam (Kingma & Ba 2015) with fresh moments per device."""
         start = [tf.identity(v) for v in self.variables]
+        adam = self.client.optimizer == "adam"
+        m = [tf.zeros_like(v) for v in self.variables] if adam else []
+        s = [tf.zeros_like(v) for v in self.variables] if adam else []
+        b1, b2 = 0.9, 0.999
         stats = tf.zeros([3])  # loss sum, correct sum, examples
         for i in tf.range(tf.shape(xs)[0]):
             w = ws[i]
             with tf.GradientTape() as tape:
                 loss, per_ex, correct = self._batch_loss(xs[i], ys[i], w, start, mu)
             grads = tape.gradient(loss, self.variables)
+            if self.client.clip_norm > 0:
+                grads, _ = tf.clip_by_global_norm(grads, self.client.clip_norm)
+            if adam:
+                grads = [tf.convert_to_tensor(g) for g in grads]  # embedding gradients are sparse
+                t = tf.cast(i + 1, tf.float32)
+                m = [b1 * a + (1 - b1) * g for a, g in zip(m, grads)]
+                s = [b2 * a + (1 - b2) * tf.square(g) for a, g in zip(s, grads)]
+                scale = tf.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+                grads = [scale * a / (tf.sqrt(b) + 1e-7) for a, b in zip(m, s)]
             for j, (v, g) in enumerate(zip(self.variables, grads)):
                 v.assign_sub(lr * self._trainable[j] * g)
             stats += tf.stack([tf.reduce_sum(per_ex * w), tf.reduce_sum(correct * w), tf.reduce_sum(w)])

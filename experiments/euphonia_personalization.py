@@ -10,7 +10,6 @@ personalization with Cohen's d per speaker trait.
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -18,32 +17,53 @@ import pandas as pd
 
 from fl import checkpoint
 from fl.results import write_json
-from fl.runner import engine, train
+from fl.runner import engine
 
 STRATEGIES = ("bottom5", "all", "top3")
 TRAITS = ("rate", "pitch", "pitch_range", "snr_db", "lowpass_hz", "repeat_p", "subst_p", "n_train")
 
 
-def base_model(cfg, out_dir: Path, progress: bool) -> np.ndarray:
-    """The base model: `task.base_checkpoint`'s weights, or else the fedavg-asr recipe on
-    the same speakers trained into OUT/base (resumed, and reused once complete)."""
+MODEL_FIELDS = ("encoder_layers", "encoder_units", "pred_units", "joint_units", "input_stack", "input_stride",
+                "reduction_after", "residual")
+
+
+def base_model(cfg, out_dir: Path, progress: bool) -> tuple[np.ndarray, dict]:
+    """The base model and its summary: `task.base_checkpoint`'s weights (a fedavg-asr run
+    directory), or else the fedavg-asr recipe (its own config, this seed) trained into
+    OUT/base, resumed if interrupted and reused once complete."""
+    import json
+
+    from experiments import fedavg_asr
     from experiments.registry import CONFIGS
     from fl.config import ConfigError, load_yaml
 
-    if cfg.task.base_checkpoint:
-        state = checkpoint.load(cfg.task.base_checkpoint)
-        if state is None:
-            raise ConfigError(f"bad value for 'task.base_checkpoint': no checkpoint.npz in {cfg.task.base_checkpoint}")
-        return state.weights
-    run_dir = out_dir / "base"
+    run_dir = Path(cfg.task.base_checkpoint or out_dir / "base")
     base_cfg = load_yaml(str(CONFIGS / "fedavg-asr.yaml"), [f"experiment.seed={cfg.experiment.seed}"])
-    base_cfg = dataclasses.replace(base_cfg, task=dataclasses.replace(cfg.task, specaugment=False))
-    state = checkpoint.load(run_dir)
-    if state is None or state.round < base_cfg.experiment.rounds:
-        with engine(base_cfg) as process:
-            state, recorder = train(process, run_dir, progress)
-        recorder.finish({"rounds": state.round, "note": "base model for euphonia-personalization"})
-    return state.weights
+    saved = run_dir / "config.yaml"
+    if saved.exists():
+        base_cfg = fedavg_asr_config(saved)
+    shape = lambda t: {**{f: getattr(t, f) for f in MODEL_FIELDS}, "ctc_head": t.ctc_weight > 0}  # noqa: E731
+    differ = [f for f, v in shape(base_cfg.task).items() if shape(cfg.task)[f] != v]
+    if differ:
+        raise ConfigError(f"bad value for 'task.{differ[0]}': the base model in {run_dir} has "
+                          f"{differ[0]}={shape(base_cfg.task)[differ[0]]} (allowed: the base model's architecture)")
+    state, summary_path = checkpoint.load(run_dir), run_dir / "summary.json"
+    if cfg.task.base_checkpoint:
+        if state is None:
+            raise ConfigError(f"bad value for 'task.base_checkpoint': no checkpoint.npz in {run_dir}")
+    elif state is None or state.round < base_cfg.experiment.rounds or not summary_path.exists():
+        print(f"[euphonia] training the base model (fedavg-asr) into {run_dir}", flush=True)
+        fedavg_asr.run(base_cfg, run_dir, progress)
+        state = checkpoint.load(run_dir)
+    return state.weights, (json.loads(summary_path.read_text()) if summary_path.exists() else {})
+
+
+def fedavg_asr_config(path: Path):
+    import yaml
+
+    from fl.config import load_config
+
+    return load_config(yaml.safe_load(path.read_text()))
 
 
 def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
@@ -54,11 +74,46 @@ def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
 
 def quintile_effects(df: pd.DataFrame) -> pd.DataFrame:
     """HighWER (top quintile of WER before) vs LowWER (bottom quintile): Cohen's d per trait."""
-    d = df[df["strategy"] == STRATEGIES[0]]
+    d = overall(df, STRATEGIES[0])
     hi = d[d["wer_before"] >= d["wer_before"].quantile(0.8)]
     lo = d[d["wer_before"] <= d["wer_before"].quantile(0.2)]
     return pd.DataFrame([{"trait": t, "high_wer_mean": hi[t].mean(), "low_wer_mean": lo[t].mean(),
                           "cohens_d": cohens_d(hi[t], lo[t])} for t in TRAITS if t in d])
+
+
+def overall(df: pd.DataFrame, strategy: str | None = None) -> pd.DataFrame:
+    """One row per speaker (and strategy): the WERs over all of a speaker's held-out phrases."""
+    d = df[df["domain"] == "all"]
+    return d if strategy is None else d[d["strategy"] == strategy]
+
+
+def long_rows(records: list[dict]) -> list[dict]:
+    """Device records (wer_before, wer_home_before, ...) -> one row per speaker, strategy and
+    domain, domain "all" being every held-out phrase of the speaker."""
+    from clients.speech.prompts import DOMAINS
+
+    rows = []
+    for rec in records:
+        base = {k: v for k, v in rec.items() if not k.startswith(("wer_", "test_words"))}
+        for dom in ("all", *DOMAINS):
+            sfx = "" if dom == "all" else f"_{dom}"
+            rows.append({**base, "domain": dom, "wer_before": rec.get(f"wer{sfx}_before", np.nan),
+                         "wer_after": rec.get(f"wer{sfx}_after", np.nan), "test_words": rec.get(f"test_words{sfx}", 0)})
+    return rows
+
+
+def _box_plot(path: Path, groups: list[str], frames: list[pd.DataFrame], title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    data = [f[col].dropna() for f in frames for col in ("wer_before", "wer_after")]
+    ax.boxplot(data)
+    ax.set_xticks(range(1, len(data) + 1), [f"{g}\n{w}" for g in groups for w in ("before", "after")])
+    ax.set_ylabel("WER")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plots(df: pd.DataFrame, effects: pd.DataFrame, out: Path) -> None:
@@ -67,20 +122,17 @@ def plots(df: pd.DataFrame, effects: pd.DataFrame, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    d = df[df["strategy"] == STRATEGIES[0]]
+    d = overall(df, STRATEGIES[0])
     sev = [s for s in ("mild", "moderate", "severe") if s in set(d["severity"])]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    data = [d.loc[d["severity"] == s, col].dropna() for s in sev for col in ("wer_before", "wer_after")]
-    ax.boxplot(data)
-    ax.set_xticks(range(1, len(data) + 1), [f"{s}\n{w}" for s in sev for w in ("before", "after")])
-    ax.set_ylabel("WER")
-    ax.set_title("WER before/after bottom-5 personalization, by severity")
-    fig.tight_layout()
-    fig.savefig(out / "wer_by_severity.png", dpi=110)
-    plt.close(fig)
+    _box_plot(out / "wer_by_severity.png", sev, [d[d["severity"] == s] for s in sev],
+              "WER before/after bottom-5 personalization, by severity")
+    b5 = df[(df["strategy"] == STRATEGIES[0]) & (df["domain"] != "all") & (df["test_words"] > 0)]
+    doms = [x for x in ("home", "caregiver", "conversation") if x in set(b5["domain"])]
+    _box_plot(out / "wer_by_domain.png", doms, [b5[b5["domain"] == x] for x in doms],
+              "WER before/after bottom-5 personalization, by domain")
     fig, ax = plt.subplots(figsize=(6, 4))
     for strategy in STRATEGIES:
-        w = np.sort(df.loc[df["strategy"] == strategy, "wer_after"].dropna())
+        w = np.sort(overall(df, strategy)["wer_after"].dropna())
         ax.step(w, np.arange(1, len(w) + 1) / max(len(w), 1), where="post", label=f"after ({strategy})")
     w = np.sort(d["wer_before"].dropna())
     ax.step(w, np.arange(1, len(w) + 1) / max(len(w), 1), where="post", label="before", color="k")
@@ -98,47 +150,81 @@ def plots(df: pd.DataFrame, effects: pd.DataFrame, out: Path) -> None:
     plt.close(fig)
 
 
+def relative_reduction(g: pd.DataFrame) -> pd.Series:
+    return (g["wer_before"] - g["wer_after"]) / g["wer_before"].where(g["wer_before"] > 0)
+
+
 def summarize(df: pd.DataFrame) -> dict:
     out = {}
-    for strategy, g in df.groupby("strategy"):
-        rel = (g["wer_before"] - g["wer_after"]) / g["wer_before"].where(g["wer_before"] > 0)
+    for strategy, g in overall(df).groupby("strategy"):
+        dom = df[(df["strategy"] == strategy) & (df["domain"] != "all") & (df["test_words"] > 0)]
         out[strategy] = {"median_wer_before": float(g["wer_before"].median()),
                          "median_wer_after": float(g["wer_after"].median()),
-                         "median_relative_reduction": float(rel.median()),
+                         "median_relative_reduction": float(relative_reduction(g).median()),
                          "by_severity": {s: {"speakers": int(len(h)), "median_wer_before": float(h["wer_before"].median()),
-                                             "median_wer_after": float(h["wer_after"].median())}
-                                         for s, h in g.groupby("severity")}}
+                                             "median_wer_after": float(h["wer_after"].median()),
+                                             "median_relative_reduction": float(relative_reduction(h).median())}
+                                         for s, h in g.groupby("severity")},
+                         "by_domain": {x: {"speakers": int(len(h)), "median_wer_before": float(h["wer_before"].median()),
+                                           "median_wer_after": float(h["wer_after"].median())}
+                                       for x, h in dom.groupby("domain")}}
     return out
 
 
+def targets(strategies: dict, df: pd.DataFrame, base: dict, wall_s: float) -> dict:
+    """The issue's targets, measured: base WER, moderate/severe reduction, recipe ranking, time."""
+    b5 = overall(df, STRATEGIES[0])
+    ms = b5[b5["severity"].isin(["moderate", "severe"])]
+    red = float(relative_reduction(ms).median()) if len(ms) else float("nan")
+    medians = {k: v["median_wer_after"] for k, v in strategies.items()}
+    return {
+        "base_heldout_wer": {"value": base.get("heldout_wer"), "target": "<= 0.20",
+                             "met": bool(base.get("heldout_wer", 1.0) <= 0.20)},
+        "moderate_severe_median_relative_reduction": {"value": red, "target": ">= 0.60", "met": bool(red >= 0.60)},
+        "bottom5_no_worse_than_others": {"value": medians, "target": "bottom5 median <= all, top3",
+                                         "met": bool(all(medians[STRATEGIES[0]] <= v for v in medians.values()))},
+        "study_wall_s": {"value": wall_s, "target": "<= 3600", "met": bool(wall_s <= 3600)},
+    }
+
+
 def run(cfg, out_dir: Path, progress: bool = True) -> dict:
+    import time
+
     from clients.tasks import make_task
 
+    t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    weights = base_model(cfg, out, progress)
+    weights, base = base_model(cfg, out, progress)
     task = make_task("asr", cfg.task, cfg.experiment.seed)
     meta = task.corpus.table()
     ids = np.arange(len(task.speakers), len(task.speakers) + len(task.atypical))
     if len(ids) == 0:
         from fl.config import ConfigError
         raise ConfigError("bad value for 'task.n_atypical': personalization needs atypical speakers (allowed: >= 1)")
-    rows = []
+    records, t_personalize = [], time.perf_counter()
     with engine(cfg) as process:
         ex = np.full(len(ids), 1, np.int32)
         for strategy in STRATEGIES:
             print(f"[euphonia] personalizing {len(ids)} speakers: {strategy}", flush=True)
+            t = time.perf_counter()
             for res in process.pool.run(0, weights, ids, ex, "personalize", options={"strategy": strategy}):
-                rows += res["records"]
-    df = pd.DataFrame(rows)
+                records += res["records"]
+            print(f"[euphonia] {strategy}: {time.perf_counter() - t:.0f} s", flush=True)
+    df = pd.DataFrame(long_rows(records))
     df["speaker"] = [task.speaker_for(d) for d in df["device_id"]]
     df = df.join(meta.drop(columns=["speaker_id"]), on="speaker")
     df.to_parquet(out / "speakers.parquet", index=False)
     effects = quintile_effects(df)
     effects.to_csv(out / "quintile_effects.csv", index=False)
     plots(df, effects, out)
-    summary = {"speakers": int(len(ids)), "strategies": summarize(df),
-               "failed": int((df["status"] == "failed").sum()),
-               "quintile_cohens_d": dict(zip(effects["trait"], effects["cohens_d"]))}
+    strategies = summarize(df)
+    wall_s = time.perf_counter() - t0
+    summary = {"personalization_s": time.perf_counter() - t_personalize,"speakers": int(len(ids)), "strategies": strategies,
+               "failed": int((overall(df)["status"] == "failed").sum()),
+               "quintile_cohens_d": dict(zip(effects["trait"], effects["cohens_d"])),
+               "base_model": {k: base.get(k) for k in ("heldout_wer", "heldout_wer_by_domain", "heldout_speakers",
+                                                       "heldout_utterances", "rounds", "warm_start_steps")},
+               "wall_s": wall_s, "targets": targets(strategies, df, base, wall_s)}
     write_json(summary, out / "summary.json")
-    return {k: v for k, v in summary.items()}
+    return summary

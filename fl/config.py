@@ -65,6 +65,10 @@ class ClientSection:
     lr: float = bounded(0.5, 0)
     prox_mu: float = bounded(0.0, 0)
     shuffle: bool = True
+    # local optimizer: plain SGD (FedAvg) or Adam restarted on every device (fine-tuning, e.g.
+    # per-speaker personalization); clip_norm > 0 clips each local gradient's global norm
+    optimizer: str = choice("sgd", "sgd", "adam")
+    clip_norm: float = bounded(0.0, 0)
 
 
 @dataclass

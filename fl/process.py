@@ -40,8 +40,9 @@ class FederatedProcess:
         self.optimizer = optimizers.from_config(cfg.server)
         self.aggregator = aggregators.from_config(cfg.aggregator, cfg.cohort.goal, population.size)
 
-    def initialize(self) -> ServerState:
-        w = np.asarray(self.pool.initial_weights(), np.float32)
+    def initialize(self, weights: np.ndarray | None = None) -> ServerState:
+        """Round-0 state from the task model's initial weights, or from ``weights`` (a warm start)."""
+        w = np.asarray(self.pool.initial_weights() if weights is None else weights, np.float32)
         return ServerState(0, w, self.optimizer.init(w.astype(np.float64)), self.aggregator.init())
 
     def next(self, state: ServerState) -> tuple[ServerState, RoundOutput]:

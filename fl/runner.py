@@ -49,8 +49,11 @@ def resolve_resume(out_dir: Path, overrides: list[str] | None) -> Config:
     return load_config(yaml.safe_load(saved.read_text()), overrides)
 
 
-def train(process: FederatedProcess, out_dir: str | Path, progress: bool = True) -> tuple[ServerState, RunRecorder]:
-    """Run rounds until `experiment.rounds`, continuing from a checkpoint in out_dir if present."""
+def train(process: FederatedProcess, out_dir: str | Path, progress: bool = True,
+          initial_weights=None) -> tuple[ServerState, RunRecorder]:
+    """Run rounds until `experiment.rounds`, continuing from a checkpoint in out_dir if present
+    (else from `initial_weights`: an array, or a callable run only when starting fresh;
+    None = the task model's own initialization)."""
     from tqdm import tqdm
 
     cfg = process.cfg
@@ -58,7 +61,7 @@ def train(process: FederatedProcess, out_dir: str | Path, progress: bool = True)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = checkpoint.load(out_dir)
     if state is None:
-        state = process.initialize()
+        state = process.initialize(initial_weights() if callable(initial_weights) else initial_weights)
         (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     else:
         log.info("resuming %s from round %d", out_dir, state.round)

@@ -113,14 +113,18 @@ class DeviceWorker:
             try:
                 test = self._data(dev, n, "eval")
                 tr.set_weights(global_t)
-                rec["wer_before"], rec["test_words"] = self.task.decode_wer(tr.model, test)
+                before = self.task.decode_metrics(tr.model, test)
                 tr.set_trainable(self.task.trainable_mask(tr.model, strategy))
                 try:
                     delta, stats = tr.train(global_t, tr.batches(self._data(dev, n, "train"), seed, 0, dev))
                 finally:
                     tr.set_trainable(None)
                 tr.set_weights(global_w + delta)
-                rec["wer_after"], _ = self.task.decode_wer(tr.model, test)
+                after = self.task.decode_metrics(tr.model, test)
+                # wer -> wer_before / wer_after, wer_home -> wer_home_before / ..., words -> test_words
+                for k, v in before.items():
+                    rec[f"{k}_before" if k.startswith("wer") else f"test_{k}"] = v
+                rec.update({f"{k}_after": v for k, v in after.items() if k.startswith("wer")})
                 rec["train_loss"] = stats["loss_sum"] / max(stats["examples"], 1)
             except Exception as e:
                 _fail(rec, e)

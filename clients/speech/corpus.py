@@ -25,6 +25,7 @@ VOCAB = ("<blank>", " ", "'", *"abcdefghijklmnopqrstuvwxyz")
 BLANK = 0
 CHAR_TO_ID = {c: i for i, c in enumerate(VOCAB) if i != BLANK}
 SPLITS = ("train", "test")
+NORMALIZE = ("global", "utterance", "none")
 
 
 def encode(text: str) -> np.ndarray:
@@ -43,7 +44,7 @@ class CorpusConfig:
     utterances_per_speaker: int | tuple[int, int] = (40, 120)
     test_fraction: float = 0.1
     n_mels: int = F.N_MELS
-    normalize: bool = True
+    normalize: str = "global"  # "global" (fixed, streaming-safe) | "utterance" (per-utterance CMVN) | "none"
     noise: bool = True
 
     def digest(self) -> str:
@@ -63,6 +64,8 @@ class SpeechCorpus:
         self.seed = seed
         self.config = dataclasses.replace(config or CorpusConfig(), **overrides)
         c = self.config
+        if c.normalize not in NORMALIZE:
+            raise ValueError(f"normalize must be one of {NORMALIZE}, not {c.normalize!r}")
         self.population = SpeakerPopulation(seed, c.n_typical, c.n_atypical, c.utterances_per_speaker,
                                             c.test_fraction)
         self.cache = DeviceCache(cache_dir, "speech", memory_mb=memory_mb)
@@ -97,7 +100,8 @@ class SpeechCorpus:
         for phrase, _ in utts:
             k = seen[phrase] = seen.get(phrase, -1) + 1  # repeated recordings get distinct keys
             wave = synth.synthesize(speaker, phrase, self.seed, f"{split}:{k}", noise=c.noise)
-            feats.append(F.log_mel(wave, n_mels=c.n_mels, normalize=c.normalize))
+            f = F.log_mel(wave, n_mels=c.n_mels, normalize=c.normalize == "utterance")
+            feats.append(F.global_normalize(f) if c.normalize == "global" else f)
             labels.append(encode(phrase))
         n = len(utts)
         t_max = max((f.shape[0] for f in feats), default=0)

@@ -3,7 +3,9 @@
 The usual ASR front end (as in the Euphonia personalization work, Shor et al. 2019, "Personalizing
 ASR for Dysarthric and Accented Speech with Limited Data"; the exact sizes here are this project's
 choice). Pure numpy with float64 internals, so the same waveform always gives the same
-features. Optional per-utterance mean/variance normalization (per channel over time).
+features. Normalization: ``global_normalize`` (a fixed affine map, causal, the streaming
+recognizer's default) or per-utterance mean/variance normalization (per channel over time;
+not causal: every frame then carries statistics of the whole utterance).
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ N_MELS = 80
 WIN_MS = 25.0
 HOP_MS = 10.0
 LOG_FLOOR = 1e-6
+# mean and std of log-mel energies over synthetic typical and atypical speech (all channels)
+GLOBAL_MEAN, GLOBAL_STD = -2.23, 2.43
 
 
 def _hz_to_mel(f):
@@ -64,3 +68,8 @@ def log_mel(wave: np.ndarray, sample_rate: int = SAMPLE_RATE, n_mels: int = N_ME
     if normalize:
         feats = (feats - feats.mean(axis=0)) / (feats.std(axis=0) + 1e-5)
     return feats.astype(np.float32)
+
+
+def global_normalize(feats: np.ndarray) -> np.ndarray:
+    """Fixed affine map to roughly zero mean, unit variance: frame t depends on frame t only."""
+    return ((np.asarray(feats, np.float64) - GLOBAL_MEAN) / GLOBAL_STD).astype(np.float32)

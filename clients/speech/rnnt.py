@@ -49,6 +49,8 @@ class RNNTConfig:
     embed_dim: int = 32
     joint_units: int = 64
     vocab_size: int = VOCAB_SIZE      # blank + space + apostrophe + a-z
+    residual: bool = False            # encoder layers 2..N: x + LayerNorm(LSTM(x)) (dims permitting)
+    ctc_head: bool = False            # a Dense(vocab) on the encoder output for an auxiliary CTC loss
 
     @classmethod
     def paper(cls) -> "RNNTConfig":
@@ -87,6 +89,10 @@ class RNNTConfig:
 
         enc, e = stack(self.n_mels * self.input_stack, self.encoder_layers, self.encoder_units,
                        self.encoder_proj, self.reduction_after, self.reduction_stack)
+        if self.residual:
+            enc += 2 * (self.encoder_proj or self.encoder_units) * self.encoder_layers  # LayerNorm scale + offset
+        if self.ctc_head:
+            enc += e * self.vocab_size + self.vocab_size
         pred, p = stack(self.embed_dim, self.pred_layers, self.pred_units, self.pred_proj)
         joint = (e * self.joint_units + self.joint_units + p * self.joint_units
                  + self.joint_units * self.vocab_size + self.vocab_size)
@@ -107,14 +113,17 @@ def stack_frames(x, lengths, stack: int, stride: int):
 
 
 class ProjectedLSTM(tf.keras.layers.Layer):
-    """Unidirectional LSTM(units), optionally followed by a linear Dense(proj)."""
+    """Unidirectional LSTM(units), optionally followed by a linear Dense(proj); with
+    ``residual``, the output is LayerNorm(that) + input when the widths match (a residual
+    LSTM stack, as in Wu et al. 2016 GNMT; layer norm as in He et al. 2019)."""
 
-    def __init__(self, units: int, proj: int = 0, **kw):
+    def __init__(self, units: int, proj: int = 0, residual: bool = False, **kw):
         super().__init__(**kw)
-        self.units, self.proj = units, proj
+        self.units, self.proj, self.residual = units, proj, residual
         self.lstm = tf.keras.layers.LSTM(units, return_sequences=True, return_state=True,
                                          name="lstm")
         self.projection = tf.keras.layers.Dense(proj, name="proj") if proj else None
+        self.norm = tf.keras.layers.LayerNormalization(name="norm") if residual else None
 
     @property
     def output_dim(self) -> int:
@@ -124,6 +133,10 @@ class ProjectedLSTM(tf.keras.layers.Layer):
         y, h, c = self.lstm(x, initial_state=initial_state, training=training)
         if self.projection is not None:
             y = self.projection(y)
+        if self.norm is not None:
+            y = self.norm(y)
+            if x.shape[-1] == y.shape[-1]:
+                y = y + x
         return y, [h, c]
 
 
@@ -134,8 +147,9 @@ class RNNT(tf.keras.Model):
     def __init__(self, config: RNNTConfig | None = None, **kw):
         super().__init__(**kw)
         self.config = c = config or RNNTConfig()
-        self.encoder_layers = [ProjectedLSTM(c.encoder_units, c.encoder_proj, name=f"encoder_{i}")
+        self.encoder_layers = [ProjectedLSTM(c.encoder_units, c.encoder_proj, c.residual, name=f"encoder_{i}")
                                for i in range(c.encoder_layers)]
+        self.ctc_out = tf.keras.layers.Dense(c.vocab_size, name="ctc_out") if c.ctc_head else None
         self.embedding = tf.keras.layers.Embedding(c.vocab_size, c.embed_dim, name="pred_embedding")
         self.pred_lstms = [ProjectedLSTM(c.pred_units, c.pred_proj, name=f"pred_{i}")
                            for i in range(c.pred_layers)]
@@ -174,12 +188,22 @@ class RNNT(tf.keras.Model):
     def call(self, inputs, training=None):
         features, feature_lengths, labels = inputs
         enc, enc_lengths = self.encode(features, feature_lengths, training=training)
+        if self.ctc_out is not None:  # build it with the rest (training adds its loss)
+            self.ctc_out(enc[:, :1])
         return self.joint(enc, self.predict_labels(labels, training=training)), enc_lengths
 
-    def loss(self, features, feature_lengths, labels, label_lengths, training=None):
-        """Per-example RNN-T negative log-likelihood [B] (reduce it yourself)."""
-        logits, enc_lengths = self((features, feature_lengths, labels), training=training)
-        return rnnt_loss(logits, labels, enc_lengths, label_lengths, blank=BLANK)
+    def loss(self, features, feature_lengths, labels, label_lengths, training=None, ctc_weight: float = 0.0):
+        """Per-example RNN-T negative log-likelihood [B] (reduce it yourself), plus
+        ``ctc_weight`` x the CTC loss of the encoder's CTC head (joint CTC/transducer
+        training, e.g. Watanabe et al. 2017 hybrid CTC/attention; helps the deep encoder learn)."""
+        enc, enc_lengths = self.encode(features, feature_lengths, training=training)
+        logits = self.joint(enc, self.predict_labels(labels, training=training))
+        loss = rnnt_loss(logits, labels, enc_lengths, label_lengths, blank=BLANK)
+        if ctc_weight and self.ctc_out is not None:
+            ctc = tf.nn.ctc_loss(tf.cast(labels, tf.int32), self.ctc_out(enc), label_lengths, enc_lengths,
+                                 logits_time_major=False, blank_index=BLANK)
+            loss += ctc_weight * ctc
+        return loss
 
     # --- step interface used by clients.speech.decoding -------------------------------
     def prediction_initial_state(self, n: int):

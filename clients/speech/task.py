@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from clients.speech.corpus import CorpusConfig, SpeechCorpus
+from clients.speech.prompts import DOMAINS
 from clients.speech.rnnt import RNNT, RNNTConfig
 
 
@@ -23,8 +24,9 @@ class ASRTask:
     class Config:
         n_typical: int = 8
         n_atypical: int = 0
+        heldout_typical: int = 0  # the last k typical speakers never train; their test phrases leave all training
         utterances_per_speaker: int = 24
-        max_frames: int = 300
+        max_frames: int = 300  # 10 ms frames; longer utterances are left out (batches are trimmed to their longest)
         max_label_len: int = 48
         encoder_layers: int = 8
         encoder_units: int = 64
@@ -32,8 +34,14 @@ class ASRTask:
         joint_units: int = 64
         input_stack: int = 3  # 30 ms input frames, as in He et al. (stack 4, stride 3 there)
         input_stride: int = 3
+        reduction_after: int = 2  # time reduction x2 after this encoder layer (0 = none: 30 ms frames)
+        residual: bool = False  # residual + LayerNorm encoder layers
+        ctc_weight: float = 0.0  # auxiliary CTC loss on the encoder (training only; 0 = plain RNN-T)
         specaugment: bool = False  # on in training steps only (Park et al. 2019)
         base_checkpoint: str = ""  # personalization: a fedavg-asr run directory ("" = train one)
+        warm_start_steps: int = 0  # fedavg-asr: central Adam steps on the training speakers' pooled data first
+        warm_start_lr: float = 0.002
+        warm_start_batch: int = 32
 
     name = "asr"
 
@@ -45,10 +53,20 @@ class ASRTask:
         kind = lambda s: self.corpus.population.speaker(s).kind  # noqa: E731
         self.speakers = [s for s in self.corpus.speaker_ids if kind(s) == "typical"]
         self.atypical = [s for s in self.corpus.speaker_ids if kind(s) != "typical"]
+        if not 0 <= c.heldout_typical < max(len(self.speakers), 1):
+            from fl.config import ConfigError
+            raise ConfigError(f"bad value for 'task.heldout_typical': {c.heldout_typical} (allowed: 0 .. "
+                              f"n_typical - 1 = {len(self.speakers) - 1})")
+        cut = len(self.speakers) - c.heldout_typical
+        self.train_speakers, self.heldout_speakers = self.speakers[:cut], self.speakers[cut:]
+        # phrases held out for the base model: no typical speaker ever trains on them
+        self.heldout_phrases = frozenset(p for s in self.heldout_speakers
+                                         for p, _ in self.corpus.population.utterances(s, "test"))
         self.model_config = RNNTConfig(encoder_layers=c.encoder_layers, encoder_units=c.encoder_units,
                                        pred_units=c.pred_units, joint_units=c.joint_units,
                                        input_stack=c.input_stack, input_stride=c.input_stride,
-                                       reduction_after=min(2, c.encoder_layers))
+                                       reduction_after=min(c.reduction_after, c.encoder_layers),
+                                       residual=c.residual, ctc_head=c.ctc_weight > 0)
 
     @property
     def cache_namespace(self) -> str:
@@ -78,6 +96,10 @@ class ASRTask:
                              f"({len(self.speakers)} typical, {len(self.atypical)} atypical)")
         return ordered[int(device_id)]
 
+    def speaker_index(self, speaker: str) -> int:
+        """The device id of a speaker (inverse of ``speaker_for``)."""
+        return (self.speakers + self.atypical).index(speaker)
+
     def trainable_mask(self, model, strategy: str) -> list[bool]:
         """Which variables a personalization strategy fine-tunes (Green et al. 2021:
         the bottom 5 of 8 encoder layers; the rest, joint and prediction network frozen)."""
@@ -90,32 +112,51 @@ class ASRTask:
         ids = {id(v) for layer in chosen[strategy] for v in layer.trainable_variables}
         return [id(v) in ids for v in model.trainable_variables]
 
-    def decode_wer(self, model, data: dict) -> tuple[float, int]:
-        """Corpus WER of greedy decoding over a device's packed utterances, and word count."""
+    def decode_metrics(self, model, data: dict) -> dict[str, float]:
+        """Greedy-decoding WER over a device's packed utterances, overall ("wer", "words") and
+        per prompt domain ("wer_home", "words_home", ...)."""
         from clients.speech.decoding import greedy_decode, ids_to_text
         from clients.speech.wer import word_edit_counts
 
-        errors = words = 0
-        for x, y in zip(data["x"], data["y"]):
+        errors, words = np.zeros(len(DOMAINS)), np.zeros(len(DOMAINS))
+        for x, y, dom in zip(data["x"], data["y"], data["domain"]):
             n = int(x[:, -1].sum())
             enc, enc_len = model.encode(x[None, :n, :-1], np.array([n]))
             hyp = ids_to_text(greedy_decode(model, enc.numpy()[0, : int(enc_len[0])]).tokens)
             e = word_edit_counts(ids_to_text(y[y > 0]), hyp)
-            errors, words = errors + e.errors, words + e.ref_len
-        return (errors / words if words else float("nan")), words
+            errors[dom] += e.errors
+            words[dom] += e.ref_len
+        rate = lambda e, w: float(e / w) if w else float("nan")  # noqa: E731
+        out = {"wer": rate(errors.sum(), words.sum()), "words": int(words.sum())}
+        for i, d in enumerate(DOMAINS):
+            out[f"wer_{d}"], out[f"words_{d}"] = rate(errors[i], words[i]), int(words[i])
+        return out
+
+    def utterances(self, device_id: int, split: str = "train") -> dict[str, np.ndarray]:
+        """The speaker's utterances of a split that fit max_frames / max_label_len; a typical
+        speaker's training split also loses every held-out phrase (``heldout_phrases``)."""
+        c = self.config
+        speaker = self.speaker_for(device_id)
+        d = self.corpus.get(speaker, "test" if split in ("eval", "test") else "train")
+        keep = (d["feature_lengths"] <= c.max_frames) & (d["label_lengths"] <= c.max_label_len)
+        if split == "train" and speaker in self.speakers and self.heldout_phrases:
+            keep &= ~np.isin(d["transcripts"], list(self.heldout_phrases))
+        return {k: v[keep] for k, v in d.items()}
 
     def device_data(self, device_id: int, num_examples: int, split: str = "train") -> dict[str, np.ndarray]:
-        """All of the speaker's utterances of the split (num_examples is the clock's estimate)."""
+        """The speaker's utterances of the split (num_examples is the clock's estimate),
+        packed as x = [n, max_frames, n_mels + 1] (last channel: frame is real), y = [n, max_label_len]."""
         c = self.config
-        d = self.corpus.get(self.speaker_for(device_id), "test" if split == "eval" else "train")
+        d = self.utterances(device_id, split)
         n, t = len(d["feature_lengths"]), min(c.max_frames, d["features"].shape[1])
         x = np.zeros((n, c.max_frames, d["features"].shape[2] + 1), np.float32)
         x[:, :t, :-1] = d["features"][:, :t]
-        x[:, :, -1] = np.arange(c.max_frames)[None, :] < np.minimum(d["feature_lengths"], c.max_frames)[:, None]
+        x[:, :, -1] = np.arange(c.max_frames)[None, :] < d["feature_lengths"][:, None]
         y = np.zeros((n, c.max_label_len), np.int32)
         u = min(c.max_label_len, d["labels"].shape[1])
         y[:, :u] = d["labels"][:, :u]
-        return {"x": x, "y": y}
+        domain = np.array([DOMAINS.index(str(v)) for v in d["domains"]], np.int32)
+        return {"x": x, "y": y, "domain": domain}
 
     def batch_loss(self, model, x, y, training):
         """Per-utterance RNN-T loss; the second value (accuracy) is not defined here: 0."""
@@ -123,7 +164,9 @@ class ASRTask:
 
         lengths = tf.maximum(tf.cast(tf.reduce_sum(x[..., -1], axis=1), tf.int32), 1)  # padding rows: 1 frame
         label_lengths = tf.math.count_nonzero(y, axis=1, dtype=tf.int32)
-        features = x[..., :-1]
+        # compute only over the batch's longest utterance, not the packing width
+        features = tf.ensure_shape(x[:, : tf.reduce_max(lengths), :-1], [None, None, x.shape[-1] - 1])
+        y = y[:, : tf.maximum(tf.reduce_max(label_lengths), 1)]
         if training and self.config.specaugment:
             from clients.speech.specaugment import SpecAugmentConfig, spec_augment
 
@@ -131,5 +174,6 @@ class ASRTask:
             features = spec_augment(features, seed, lengths, training=True,
                                     config=SpecAugmentConfig(time_warp=20, freq_width=15, time_width=30,
                                                              time_ratio=0.2))
-        loss = model.loss(features, lengths, y, label_lengths, training=training)
+        loss = model.loss(features, lengths, y, label_lengths, training=training,
+                          ctc_weight=self.config.ctc_weight if training else 0.0)
         return loss, tf.zeros_like(loss)
