@@ -188,7 +188,10 @@ def targets(strategies: dict, df: pd.DataFrame, base: dict, wall_s: float) -> di
 
 
 def run(cfg, out_dir: Path, progress: bool = True) -> dict:
+    import sys
     import time
+
+    from tqdm import tqdm
 
     from clients.tasks import make_task
 
@@ -205,12 +208,16 @@ def run(cfg, out_dir: Path, progress: bool = True) -> dict:
     records, t_personalize = [], time.perf_counter()
     with engine(cfg) as process:
         ex = np.full(len(ids), 1, np.int32)
+        step = 2 * len(process.pool)  # a few speakers per call, so progress shows as they finish
         for strategy in STRATEGIES:
-            print(f"[euphonia] personalizing {len(ids)} speakers: {strategy}", flush=True)
-            t = time.perf_counter()
-            for res in process.pool.run(0, weights, ids, ex, "personalize", options={"strategy": strategy}):
-                records += res["records"]
-            print(f"[euphonia] {strategy}: {time.perf_counter() - t:.0f} s", flush=True)
+            bar = tqdm(total=len(ids), desc=f"personalize {strategy}", unit="speaker", disable=not progress,
+                       file=sys.stderr, dynamic_ncols=True)
+            for lo in range(0, len(ids), step):
+                for res in process.pool.run(0, weights, ids[lo:lo + step], ex[lo:lo + step], "personalize",
+                                            options={"strategy": strategy}):
+                    records += res["records"]
+                bar.update(len(ids[lo:lo + step]))
+            bar.close()
     df = pd.DataFrame(long_rows(records))
     df["speaker"] = [task.speaker_for(d) for d in df["device_id"]]
     df = df.join(meta.drop(columns=["speaker_id"]), on="speaker")

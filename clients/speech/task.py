@@ -172,8 +172,8 @@ class ASRTask:
 
             seed = tf.stack([tf.cast(tf.reduce_sum(lengths), tf.int32), tf.reduce_sum(label_lengths)])
             features = spec_augment(features, seed, lengths, training=True,
-                                    config=SpecAugmentConfig(time_warp=20, freq_width=15, time_width=30,
-                                                             time_ratio=0.2))
+                                    config=SpecAugmentConfig(time_warp=10, freq_width=10, time_width=20,
+                                                             time_ratio=0.05))
         loss = model.loss(features, lengths, y, label_lengths, training=training,
                           ctc_weight=self.config.ctc_weight if training else 0.0)
         return loss, tf.zeros_like(loss)
