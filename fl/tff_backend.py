@@ -26,14 +26,18 @@ def tff_context():
         with tff.framework.get_context_stack().install(ctx):
             yield ctx
     finally:
-        del ctx
+        # stop worker_binary before dropping the context: TFF's ServiceManager.__del__ waits
+        # for it with no timeout after a SIGINT, which a process started from a background
+        # shell job ignores: the caller would hang
         for child in me.children(recursive=True):
             if child.pid not in before and "worker_binary" in " ".join(_cmdline(child)):
-                os.kill(child.pid, signal.SIGINT)
+                os.kill(child.pid, signal.SIGTERM)  # SIGINT is ignored under a background shell
                 try:
                     child.wait(timeout=10)
                 except psutil.TimeoutExpired:
                     child.kill()
+                    child.wait(timeout=10)
+        del ctx
 
 
 def _cmdline(p) -> list[str]:
