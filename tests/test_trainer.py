@@ -89,3 +89,24 @@ def test_frozen_variables_do_not_move():
     tr.set_trainable(None)
     delta, _ = tr.train(tf.constant(w0), tr.batches(task.device_data(0, 12), 0, 0, 0))
     assert all(np.abs(p).max() > 0 for p in np.split(delta, np.cumsum(tr.sizes)[:-1]))
+
+
+def test_local_adam_first_step_and_clipping():
+    """Adam's first step moves every trained weight by ~lr (|m/sqrt(v)| = 1); frozen
+    variables stay put; clip_norm bounds an SGD step's norm by lr * clip_norm."""
+    import tensorflow as tf
+
+    task, tr = _trainer(optimizer="adam", lr=0.01, batch_size=10)
+    data = task.device_data(0, 10)
+    w0 = tr.get_weights()
+    mask = [i > 0 for i in range(len(tr.variables))]  # freeze the first variable
+    tr.set_trainable(mask)
+    delta, _ = tr.train(tf.constant(w0), tr.batches(data, 0, 0, 0))
+    tr.set_trainable(None)
+    first = tr.sizes[0]
+    assert np.all(delta[:first] == 0)
+    moved = np.abs(delta[first:])
+    np.testing.assert_allclose(moved[moved > 0], 0.01, rtol=1e-2)
+    _, clipped = _trainer(lr=1.0, batch_size=10, clip_norm=0.05)
+    d, _ = clipped.train(tf.constant(w0), clipped.batches(data, 0, 0, 0))
+    assert np.linalg.norm(d) <= 0.05 + 1e-6
