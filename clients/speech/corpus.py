@@ -19,7 +19,9 @@ from clients.cache import DeviceCache
 
 from . import features as F
 from . import synth
-from .speakers import SpeakerPopulation
+from fl.seeding import rng_for
+
+from .speakers import SpeakerPopulation, recording_condition
 
 VOCAB = ("<blank>", " ", "'", *"abcdefghijklmnopqrstuvwxyz")
 BLANK = 0
@@ -46,6 +48,7 @@ class CorpusConfig:
     n_mels: int = F.N_MELS
     normalize: str = "global"  # "global" (fixed, streaming-safe) | "utterance" (per-utterance CMVN) | "none"
     noise: bool = True
+    mtr: bool = False  # typical speakers' training utterances in random recording conditions (speakers.recording_condition)
 
     def digest(self) -> str:
         d = dataclasses.asdict(self)
@@ -99,7 +102,10 @@ class SpeechCorpus:
         feats, labels, seen = [], [], {}
         for phrase, _ in utts:
             k = seen[phrase] = seen.get(phrase, -1) + 1  # repeated recordings get distinct keys
-            wave = synth.synthesize(speaker, phrase, self.seed, f"{split}:{k}", noise=c.noise)
+            who = speaker
+            if c.mtr and split == "train" and speaker.kind == "typical":
+                who = recording_condition(speaker, rng_for(self.seed, "mtr", speaker_id, k, phrase))
+            wave = synth.synthesize(who, phrase, self.seed, f"{split}:{k}", noise=c.noise)
             f = F.log_mel(wave, n_mels=c.n_mels, normalize=c.normalize == "utterance")
             feats.append(F.global_normalize(f) if c.normalize == "global" else f)
             labels.append(encode(phrase))

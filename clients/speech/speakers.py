@@ -9,7 +9,10 @@ stroke, hearing loss, other) and a severity (mild / moderate / severe); each rea
 automation, caregiver and conversation domains, and 10% of each speaker's distinct phrases are held
 out for test. Disorder is simulated in the synthesizer with effects that grow with severity: slow and
 irregular rate, repetitions, imprecise articulation (text substitutions, so the audio differs from the
-transcript), muffling (low-pass) and low SNR.
+transcript), muffling (low-pass) and low SNR. Articulation errors are consistent within a speaker, as in
+dysarthria (unlike apraxia; Duffy, "Motor Speech Disorders"): each atypical speaker has a fixed set of
+substitution rules, more of them with severity, applied wherever a word allows with a per-speaker
+consistency `subst_p`.
 """
 from __future__ import annotations
 
@@ -38,7 +41,8 @@ _LEVEL = {"none": 0, "mild": 1, "moderate": 2, "severe": 3}
 _RATE_SCALE = (1.0, 0.85, 0.68, 0.52)        # x typical words/min
 _RATE_JITTER = (0.0, 0.10, 0.22, 0.35)       # std of per-chunk log-rate (irregular rate)
 _REPEAT_P = (0.0, 0.04, 0.10, 0.20)          # per word: repeat the word or its first syllable
-_SUBST_P = (0.0, 0.12, 0.30, 0.55)           # per word: imprecise articulation
+_N_RULES = (0, 2, 4, 6)                      # the speaker's own substitution rules (imprecise articulation)
+_SUBST_P = (0.0, 0.6, 0.75, 0.9)             # consistency: P(a rule applies where a word allows it)
 _PAUSE_P = (0.0, 0.08, 0.18, 0.30)           # per word gap: an extra pause (comma)
 _LOWPASS_HZ = (None, 5200.0, 3600.0, 2400.0)  # muffling cut-off
 _SNR_DB = ((20.0, 40.0), (15.0, 30.0), (10.0, 25.0), (5.0, 18.0))
@@ -51,6 +55,7 @@ SUBSTITUTIONS: tuple[tuple[str, str], ...] = (
     ("r", "w"), ("l", "w"), ("s", "th"), ("k", "t"), ("g", "d"), ("v", "b"), ("z", "s"), ("f", "p"),
     ("j", "d"), ("ck", "t"), ("p", "b"), ("t", "d"),
 )
+FINAL_WEAKENING = ("$", "")  # rule: drop a word's final consonant
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +78,7 @@ class Speaker:
     repeat_p: float
     subst_p: float
     pause_p: float
+    articulation: tuple[tuple[str, str], ...] = ()  # the speaker's substitution rules (pattern, said as)
 
     @property
     def espeak_voice(self) -> str:
@@ -104,20 +110,24 @@ def make_speaker(seed: int, speaker_id: str, kind: str) -> Speaker:
     lp = _LOWPASS_HZ[lv]
     lowpass = None if lp is None else float(lp * rng.uniform(0.85, 1.15))
     jit = float(rng.uniform(0.8, 1.2))
+    rules = (*SUBSTITUTIONS, FINAL_WEAKENING)
+    articulation = tuple(rules[int(i)] for i in sorted(rng.choice(len(rules), _N_RULES[lv], replace=False)))
     return Speaker(speaker_id, kind, severity, condition, voice, variant, pitch, pitch_range, rate,
                    round(warp, 3), round(snr, 2), None if lowpass is None else round(lowpass, 1),
-                   _RATE_JITTER[lv] * jit, _REPEAT_P[lv] * jit, _SUBST_P[lv] * jit, _PAUSE_P[lv] * jit)
+                   _RATE_JITTER[lv] * jit, _REPEAT_P[lv] * jit, min(_SUBST_P[lv] * jit, 1.0), _PAUSE_P[lv] * jit,
+                   articulation)
 
 
-def _substitute(word: str, rng: np.random.Generator) -> str:
-    options = [(a, b) for a, b in SUBSTITUTIONS if a in word]
-    if not options:
-        # No listed pattern: weaken the final consonant (drop it) if the word is long enough.
-        return word[:-1] if len(word) > 3 and word[-1] not in "aeiouy'" else word
-    a, b = options[int(rng.integers(len(options)))]
-    starts = [m.start() for m in re.finditer(re.escape(a), word)]
-    i = starts[int(rng.integers(len(starts)))]
-    return word[:i] + b + word[i + len(a):]
+def articulate(word: str, rules: tuple[tuple[str, str], ...]) -> str:
+    """`word` as said by a speaker with these substitution rules (all that apply, in order;
+    FINAL_WEAKENING drops a final consonant of a word longer than 3 letters)."""
+    for a, b in rules:
+        if (a, b) == FINAL_WEAKENING:
+            if len(word) > 3 and word[-1] not in "aeiouy'":
+                word = word[:-1]
+        elif a in word:
+            word = word.replace(a, b)
+    return word
 
 
 def _first_syllable(word: str) -> str:
@@ -129,7 +139,7 @@ def render(speaker: Speaker, phrase: str, rng: np.random.Generator) -> list[tupl
     """What the speaker actually says: chunks of (text for the synthesizer, rate multiplier).
 
     Typical speakers say the phrase as one chunk. Atypical ones get imprecise articulation
-    (substitutions), repetitions of a word or its first syllable, extra pauses, and a rate that
+    (their own substitution rules, each word with probability subst_p), repetitions of a word or its first syllable, extra pauses, and a rate that
     changes from chunk to chunk (irregular rate)."""
     words = phrase.split()
     if speaker.kind == "typical":
@@ -137,7 +147,7 @@ def render(speaker: Speaker, phrase: str, rng: np.random.Generator) -> list[tupl
     spoken: list[str] = []
     breaks: list[bool] = []
     for w in words:
-        said = _substitute(w, rng) if rng.random() < speaker.subst_p else w
+        said = articulate(w, speaker.articulation) if rng.random() < speaker.subst_p else w
         if rng.random() < speaker.repeat_p:
             rep = _first_syllable(said) if rng.random() < 0.5 else said
             spoken.append(rep)
@@ -154,6 +164,15 @@ def render(speaker: Speaker, phrase: str, rng: np.random.Generator) -> list[tupl
         chunks.append(" ".join(cur))
     mult = np.exp(rng.normal(0.0, speaker.rate_jitter, size=len(chunks))) if speaker.rate_jitter else np.ones(len(chunks))
     return [(c, float(m)) for c, m in zip(chunks, mult)]
+
+
+def recording_condition(speaker: Speaker, rng: np.random.Generator) -> Speaker:
+    """Multi-condition training (MTR, as in He et al. 2019's on-device RNN-T): the speaker recorded in
+    a random condition: speaking rate x0.5..x1.15 (log-uniform), SNR 5..40 dB, and half the time a
+    muffled channel (low-pass 2..6 kHz). Voice and articulation stay the speaker's."""
+    rate = int(np.clip(speaker.rate * np.exp(rng.uniform(np.log(0.5), np.log(1.15))), 70, 240))
+    lowpass = float(rng.uniform(2000.0, 6000.0)) if rng.random() < 0.5 else None
+    return dataclasses.replace(speaker, rate=rate, snr_db=float(rng.uniform(5.0, 40.0)), lowpass_hz=lowpass)
 
 
 def split_phrases(seed: int, speaker_id: str, utterances: list[tuple[str, str]], test_fraction: float = 0.1

@@ -31,7 +31,7 @@ from .speakers import Speaker, render
 
 ESPEAK_RATE = 22050
 SAMPLE_RATE = 16000
-SYNTH_VERSION = "1"  # bump when the pipeline changes (part of the corpus cache key)
+SYNTH_VERSION = "2"  # bump when the pipeline changes (part of the corpus cache key)
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 1

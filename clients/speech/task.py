@@ -38,6 +38,7 @@ class ASRTask:
         residual: bool = False  # residual + LayerNorm encoder layers
         ctc_weight: float = 0.0  # auxiliary CTC loss on the encoder (training only; 0 = plain RNN-T)
         specaugment: bool = False  # on in training steps only (Park et al. 2019)
+        mtr: bool = False  # multi-condition training data for typical speakers (speakers.recording_condition)
         base_checkpoint: str = ""  # personalization: a fedavg-asr run directory ("" = train one)
         warm_start_steps: int = 0  # fedavg-asr: central Adam steps on the training speakers' pooled data first
         warm_start_lr: float = 0.002
@@ -49,7 +50,8 @@ class ASRTask:
         self.config, self.seed = config, seed
         c = config
         self.corpus = SpeechCorpus(seed, config=CorpusConfig(n_typical=c.n_typical, n_atypical=c.n_atypical,
-                                                             utterances_per_speaker=c.utterances_per_speaker))
+                                                             utterances_per_speaker=c.utterances_per_speaker,
+                                                             mtr=c.mtr))
         kind = lambda s: self.corpus.population.speaker(s).kind  # noqa: E731
         self.speakers = [s for s in self.corpus.speaker_ids if kind(s) == "typical"]
         self.atypical = [s for s in self.corpus.speaker_ids if kind(s) != "typical"]

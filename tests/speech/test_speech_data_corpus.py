@@ -64,3 +64,16 @@ def test_cache_hits_determinism_and_corruption(tmp_path):
     assert other.key(sid, "train") != reread.key(sid, "train")
     assert SpeechCorpus(4, cache_dir=tmp_path / "a", normalize="none", **TINY).key(sid, "train") != reread.key(sid, "train")
     assert not np.array_equal(other.get(sid, "train")["features"][:1, :10], ref["features"][:1, :10])
+
+
+def test_mtr_changes_only_typical_training_audio(tmp_path):
+    plain = SpeechCorpus(3, cache_dir=tmp_path, **TINY)
+    mtr = SpeechCorpus(3, cache_dir=tmp_path, **{**TINY, "mtr": True})
+    assert plain.config.digest() != mtr.config.digest()
+    for sid in plain.speaker_ids:
+        for split in ("train", "test"):
+            a, b = plain.get(sid, split), mtr.get(sid, split)
+            same = np.array_equal(a["feature_lengths"], b["feature_lengths"]) and np.array_equal(a["features"], b["features"])
+            typical_train = split == "train" and plain.population.speaker(sid).kind == "typical"
+            assert same != typical_train, (sid, split)
+            assert list(a["transcripts"]) == list(b["transcripts"])

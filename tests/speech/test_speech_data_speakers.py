@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 
 from clients.speech.speakers import (CONDITIONS, SEVERITIES, SUBSTITUTIONS, VOICES, SpeakerPopulation,
-                                     make_speaker, render, split_phrases)
+                                     articulate, make_speaker, recording_condition, render, split_phrases)
 
 
 def test_population_table_and_determinism():
@@ -71,3 +71,28 @@ def test_render_distorts_only_atypical_speech():
     changed = [w for t in texts for w in t.split() if w not in phrase.split()]
     assert any(any(b in w for b in subs) for w in changed)
     assert render(severe, phrase, np.random.default_rng(3)) == outs[3]
+
+
+def test_articulation_is_consistent_within_a_speaker():
+    speakers = [make_speaker(0, f"a{i}", "atypical") for i in range(60)]
+    n_rules = {lv: {len(s.articulation) for s in speakers if s.severity == lv} for lv in SEVERITIES}
+    assert n_rules == {"mild": {2}, "moderate": {4}, "severe": {6}}
+    assert make_speaker(0, "t1", "typical").articulation == ()
+    assert articulate("red rabbit", (("r", "w"),)) == "wed wabbit"
+    assert articulate("kitchen", (("ch", "sh"), ("$", ""))) == "kitshe"
+    phrase = "please bring the glasses from the kitchen table"
+    for s in [s for s in speakers if s.severity == "severe"][:3]:
+        for i in range(20):  # each word is said right or by the speaker's own rules, nothing else
+            said = " ".join(t for t, _ in render(s, phrase, np.random.default_rng(i))).split()
+            allowed = {w for word in phrase.split() for w in (word, articulate(word, s.articulation))}
+            assert all(any(a.startswith(w) for a in allowed) for w in said), said  # repeats: a prefix
+
+
+def test_recording_condition_varies_only_the_channel_and_rate():
+    s = make_speaker(0, "t3", "typical")
+    conds = [recording_condition(s, np.random.default_rng(i)) for i in range(200)]
+    assert all(c.voice == s.voice and c.pitch == s.pitch and c.articulation == () for c in conds)
+    rates = [c.rate / s.rate for c in conds]
+    assert 0.49 <= min(rates) < 0.6 and 1.05 < max(rates) <= 1.16
+    assert 5 <= min(c.snr_db for c in conds) < 8 and 37 < max(c.snr_db for c in conds) <= 40
+    assert 0.35 < np.mean([c.lowpass_hz is None for c in conds]) < 0.65
