@@ -209,15 +209,14 @@ def run(cfg, out_dir: Path, progress: bool = True) -> dict:
     with engine(cfg) as process:
         ex = np.full(len(ids), 1, np.int32)
         step = 2 * len(process.pool)  # a few speakers per call, so progress shows as they finish
-        for strategy in STRATEGIES:
-            bar = tqdm(total=len(ids), desc=f"personalize {strategy}", unit="speaker", disable=not progress,
-                       file=sys.stderr, dynamic_ncols=True)
-            for lo in range(0, len(ids), step):
-                for res in process.pool.run(0, weights, ids[lo:lo + step], ex[lo:lo + step], "personalize",
-                                            options={"strategy": strategy}):
-                    records += res["records"]
-                bar.update(len(ids[lo:lo + step]))
-            bar.close()
+        bar = tqdm(total=len(ids), desc="personalize", unit="speaker", disable=not progress, file=sys.stderr,
+                   dynamic_ncols=True)
+        for lo in range(0, len(ids), step):
+            for res in process.pool.run(0, weights, ids[lo:lo + step], ex[lo:lo + step], "personalize",
+                                        options={"strategies": STRATEGIES}):
+                records += res["records"]
+            bar.update(len(ids[lo:lo + step]))
+        bar.close()
     df = pd.DataFrame(long_rows(records))
     df["speaker"] = [task.speaker_for(d) for d in df["device_id"]]
     df = df.join(meta.drop(columns=["speaker_id"]), on="speaker")
@@ -227,7 +226,7 @@ def run(cfg, out_dir: Path, progress: bool = True) -> dict:
     plots(df, effects, out)
     strategies = summarize(df)
     wall_s = time.perf_counter() - t0
-    summary = {"personalization_s": time.perf_counter() - t_personalize,"speakers": int(len(ids)), "strategies": strategies,
+    summary = {"personalization_s": time.perf_counter() - t_personalize, "speakers": int(len(ids)), "strategies": strategies,
                "failed": int((overall(df)["status"] == "failed").sum()),
                "quintile_cohens_d": dict(zip(effects["trait"], effects["cohens_d"])),
                "base_model": {k: base.get(k) for k in ("heldout_wer", "heldout_wer_by_domain", "heldout_speakers",

@@ -241,6 +241,7 @@ class SpeakerPopulation:
         for sid, s in self.speakers.items():
             row = dataclasses.asdict(s)
             row["espeak_voice"] = s.espeak_voice
+            row["articulation"] = ", ".join(f"{a}>{b}" for a, b in s.articulation)  # "$>" = final weakening
             row["n_train"] = len(self._splits[sid][0])
             row["n_test"] = len(self._splits[sid][1])
             row["n_phrases"] = len({p for p, _ in self._utts[sid]})

@@ -60,7 +60,8 @@ def test_personalization_study_end_to_end(tmp_path):
     from fl.pool import start_ray
 
     start_ray(object_store_mb=256, num_cpus=2)
-    task = dict(TINY, n_typical=1, heldout_typical=0, n_atypical=2, utterances_per_speaker=8, encoder_layers=8, encoder_units=8,
+    task = dict(TINY, n_typical=1, heldout_typical=0, n_atypical=2, utterances_per_speaker=8, max_frames=500,
+                encoder_layers=8, encoder_units=8,
                 pred_units=8, joint_units=8, specaugment=True)
     base = load_config({"experiment": {"task": "asr", "rounds": 1, "seed": 1},
                         "population": {"size": 1, "eligible_prob": 1.0, "night_hours": 24, "dropout_per_hour": 0.0},
