@@ -16,11 +16,10 @@ import os
 import numpy as np
 
 from clients.cache import DeviceCache
+from fl.seeding import rng_for
 
 from . import features as F
 from . import synth
-from fl.seeding import rng_for
-
 from .speakers import SpeakerPopulation, recording_condition
 
 VOCAB = ("<blank>", " ", "'", *"abcdefghijklmnopqrstuvwxyz")

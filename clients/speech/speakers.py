@@ -139,8 +139,8 @@ def render(speaker: Speaker, phrase: str, rng: np.random.Generator) -> list[tupl
     """What the speaker actually says: chunks of (text for the synthesizer, rate multiplier).
 
     Typical speakers say the phrase as one chunk. Atypical ones get imprecise articulation
-    (their own substitution rules, each word with probability subst_p), repetitions of a word or its first syllable, extra pauses, and a rate that
-    changes from chunk to chunk (irregular rate)."""
+    (their own substitution rules, each word with probability subst_p), repetitions of a word or
+    its first syllable, extra pauses, and a rate that changes from chunk to chunk (irregular rate)."""
     words = phrase.split()
     if speaker.kind == "typical":
         return [(phrase, 1.0)]
