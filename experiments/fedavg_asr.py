@@ -24,7 +24,7 @@ from fl.runner import engine, train
 def decode_table(task, weights: np.ndarray, speakers, split: str = "test") -> pd.DataFrame:
     """Greedy transcripts of the speakers' utterances: speaker, domain, reference, hypothesis,
     word errors and reference words per utterance."""
-    from clients.speech.decoding import greedy_decode, ids_to_text
+    from clients.speech.decoding import compiled_greedy_decode, ids_to_text
     from clients.speech.wer import word_edit_counts
 
     model = model_with_weights(task, weights)
@@ -33,7 +33,7 @@ def decode_table(task, weights: np.ndarray, speakers, split: str = "test") -> pd
         d = task.utterances(task.speaker_index(speaker), split)
         for feats, n, ref, dom in zip(d["features"], d["feature_lengths"], d["transcripts"], d["domains"]):
             enc, enc_len = model.encode(feats[None, :n], np.array([n]))
-            hyp = ids_to_text(greedy_decode(model, enc.numpy()[0, : int(enc_len[0])]).tokens)
+            hyp = ids_to_text(compiled_greedy_decode(model, enc.numpy()[0, : int(enc_len[0])]).tokens)
             e = word_edit_counts(str(ref), hyp)
             rows.append({"speaker": speaker, "domain": str(dom), "reference": str(ref), "hypothesis": hyp,
                          "word_errors": e.errors, "words": e.ref_len})

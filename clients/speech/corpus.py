@@ -43,6 +43,7 @@ class CorpusConfig:
     n_typical: int = 20
     n_atypical: int = 80
     utterances_per_speaker: int | tuple[int, int] = (40, 120)
+    atypical_utterances: int | tuple[int, int] | None = None  # None: as utterances_per_speaker
     test_fraction: float = 0.1
     n_mels: int = F.N_MELS
     normalize: str = "global"  # "global" (fixed, streaming-safe) | "utterance" (per-utterance CMVN) | "none"
@@ -53,6 +54,10 @@ class CorpusConfig:
         d = dataclasses.asdict(self)
         d["synth_version"] = synth.SYNTH_VERSION
         d["utterances_per_speaker"] = list(np.atleast_1d(self.utterances_per_speaker).tolist())
+        if self.atypical_utterances is None:
+            del d["atypical_utterances"]  # keys of corpora made before the option existed stay valid
+        else:
+            d["atypical_utterances"] = list(np.atleast_1d(self.atypical_utterances).tolist())
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -69,7 +74,7 @@ class SpeechCorpus:
         if c.normalize not in NORMALIZE:
             raise ValueError(f"normalize must be one of {NORMALIZE}, not {c.normalize!r}")
         self.population = SpeakerPopulation(seed, c.n_typical, c.n_atypical, c.utterances_per_speaker,
-                                            c.test_fraction)
+                                            c.test_fraction, atypical_utterances=c.atypical_utterances)
         self.cache = DeviceCache(cache_dir, "speech", memory_mb=memory_mb)
         self.built = 0  # entries synthesized (not read from cache) by this instance
 

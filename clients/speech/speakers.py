@@ -193,12 +193,13 @@ def split_phrases(seed: int, speaker_id: str, utterances: list[tuple[str, str]],
 class SpeakerPopulation:
     """Speakers `t0000..` (typical) and `a0000..` (atypical), their utterances and train/test splits.
 
-    `utterances_per_speaker` is an int or a (low, high) range; atypical speakers repeat a fraction
+    `utterances_per_speaker` is an int or a (low, high) range, `atypical_utterances` the same for
+    atypical speakers when given (None: the same as typical ones); speakers repeat a fraction
     `repeat_fraction` of their phrases (Euphonia participants often record a phrase more than once)."""
 
     def __init__(self, seed: int, n_typical: int = 20, n_atypical: int = 80,
                  utterances_per_speaker: int | tuple[int, int] = (40, 120), test_fraction: float = 0.1,
-                 repeat_fraction: float = 0.1):
+                 repeat_fraction: float = 0.1, atypical_utterances: int | tuple[int, int] | None = None):
         self.seed = seed
         self.test_fraction = test_fraction
         ids = [(f"t{i:04d}", "typical") for i in range(n_typical)] + \
@@ -206,12 +207,15 @@ class SpeakerPopulation:
         self.speakers: dict[str, Speaker] = {sid: make_speaker(seed, sid, kind) for sid, kind in ids}
         self._utts: dict[str, list[tuple[str, str]]] = {}
         self._splits: dict[str, tuple[list, list]] = {}
-        for sid in self.speakers:
+        for sid, s in self.speakers.items():
             rng = rng_for(seed, "n-utterances", sid)
-            if isinstance(utterances_per_speaker, int):
-                n = utterances_per_speaker
+            count = utterances_per_speaker
+            if s.kind != "typical" and atypical_utterances is not None:
+                count = atypical_utterances
+            if isinstance(count, int):
+                n = count
             else:
-                n = int(rng.integers(utterances_per_speaker[0], utterances_per_speaker[1] + 1))
+                n = int(rng.integers(count[0], count[1] + 1))
             n_distinct = max(1, n - int(round(repeat_fraction * n)))
             phrases = sample_prompts(seed, sid, n_distinct)
             extra = [phrases[int(i)] for i in rng.integers(0, len(phrases), n - len(phrases))] if n > len(phrases) else []

@@ -26,6 +26,7 @@ class ASRTask:
         n_atypical: int = 0
         heldout_typical: int = 0  # the last k typical speakers never train; their test phrases leave all training
         utterances_per_speaker: int = 24
+        atypical_utterances: int = 0  # per atypical speaker (0 = utterances_per_speaker)
         max_frames: int = 300  # 10 ms frames; longer utterances are left out (batches are trimmed to their longest)
         max_label_len: int = 48
         encoder_layers: int = 8
@@ -51,6 +52,7 @@ class ASRTask:
         c = config
         self.corpus = SpeechCorpus(seed, config=CorpusConfig(n_typical=c.n_typical, n_atypical=c.n_atypical,
                                                              utterances_per_speaker=c.utterances_per_speaker,
+                                                             atypical_utterances=c.atypical_utterances or None,
                                                              mtr=c.mtr))
         kind = lambda s: self.corpus.population.speaker(s).kind  # noqa: E731
         self.speakers = [s for s in self.corpus.speaker_ids if kind(s) == "typical"]
@@ -117,14 +119,14 @@ class ASRTask:
     def decode_metrics(self, model, data: dict) -> dict[str, float]:
         """Greedy-decoding WER over a device's packed utterances, overall ("wer", "words") and
         per prompt domain ("wer_home", "words_home", ...)."""
-        from clients.speech.decoding import greedy_decode, ids_to_text
+        from clients.speech.decoding import compiled_greedy_decode, ids_to_text
         from clients.speech.wer import word_edit_counts
 
         errors, words = np.zeros(len(DOMAINS)), np.zeros(len(DOMAINS))
         for x, y, dom in zip(data["x"], data["y"], data["domain"]):
             n = int(x[:, -1].sum())
             enc, enc_len = model.encode(x[None, :n, :-1], np.array([n]))
-            hyp = ids_to_text(greedy_decode(model, enc.numpy()[0, : int(enc_len[0])]).tokens)
+            hyp = ids_to_text(compiled_greedy_decode(model, enc.numpy()[0, : int(enc_len[0])]).tokens)
             e = word_edit_counts(ids_to_text(y[y > 0]), hyp)
             errors[dom] += e.errors
             words[dom] += e.ref_len

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from clients.speech.decoding import (BLANK, VOCAB, VOCAB_SIZE, beam_search, greedy_decode,
+from clients.speech.decoding import (BLANK, VOCAB, VOCAB_SIZE, beam_search, compiled_greedy_decode, greedy_decode,
                                      ids_to_text, text_to_ids)
 from clients.speech.rnnt import RNNT, RNNTConfig
 
@@ -118,3 +118,23 @@ def test_decoders_on_real_model_batch():
     b3 = beam_search(model, enc, lengths, beam=3)
     assert len(b3) == 2 and all(len(h.tokens) <= int(n) for h, n in zip(b3, lengths))
     assert all(0 < k < VOCAB_SIZE for h in b3 for k in h.tokens)
+
+
+@pytest.mark.parametrize("max_symbols", [1, 3])
+def test_compiled_greedy_matches_python_greedy(max_symbols):
+    cfg = RNNTConfig(n_mels=6, encoder_layers=2, encoder_units=8, reduction_after=0,
+                     pred_layers=2, pred_units=8, embed_dim=4, joint_units=8)
+    tf.keras.utils.set_random_seed(5)
+    model = RNNT(cfg)
+    # a strong joint bias towards one label makes the search emit several symbols per frame
+    model.encode(tf.zeros([1, 3, 6]), [3])
+    model.joint_step(tf.zeros([1, model.encoder_layers[-1].output_dim]), tf.zeros([1, 8]))
+    model.joint_out.bias.assign(np.r_[0.0, 0.0, 0.0, 3.0, np.zeros(VOCAB_SIZE - 4)].astype(np.float32))
+    for seed in range(3):
+        enc, lengths = model.encode(tf.random.stateless_normal([1, 12, 6], [seed, 0]), [12])
+        e = enc.numpy()[0, : int(lengths[0])]
+        want = greedy_decode(model, e, max_symbols_per_frame=max_symbols)
+        got = compiled_greedy_decode(model, e, max_symbols_per_frame=max_symbols)
+        assert got.tokens == want.tokens and len(got.tokens) > 0
+        assert got.score == pytest.approx(want.score, abs=1e-4)
+    assert compiled_greedy_decode(model, np.zeros((0, e.shape[1]), np.float32)).tokens == ()
