@@ -17,6 +17,7 @@ import numpy as np
 from clients.speech.corpus import CorpusConfig, SpeechCorpus
 from clients.speech.prompts import DOMAINS
 from clients.speech.rnnt import RNNT, RNNTConfig
+from fl.config import bounded
 
 
 class ASRTask:
@@ -26,7 +27,7 @@ class ASRTask:
         n_atypical: int = 0
         heldout_typical: int = 0  # the last k typical speakers never train; their test phrases leave all training
         utterances_per_speaker: int = 24
-        atypical_utterances: int = 0  # per atypical speaker (0 = utterances_per_speaker)
+        atypical_utterances: int = bounded(0, 0)  # per atypical speaker (0 = utterances_per_speaker)
         max_frames: int = 300  # 10 ms frames; longer utterances are left out (batches are trimmed to their longest)
         max_label_len: int = 48
         encoder_layers: int = 8
@@ -39,6 +40,13 @@ class ASRTask:
         residual: bool = False  # residual + LayerNorm encoder layers
         ctc_weight: float = 0.0  # auxiliary CTC loss on the encoder (training only; 0 = plain RNN-T)
         specaugment: bool = False  # on in training steps only (Park et al. 2019)
+        # its policy: time warp W, two frequency masks of width <= F, two time masks of width <= T
+        # frames and <= p x the utterance (defaults: a mild policy for 30 ms frames; Park et al.'s
+        # LibriSpeech-double policy is W 80, F 27, T 100, p 1.0)
+        specaugment_time_warp: int = bounded(10, 0)
+        specaugment_freq_width: int = bounded(10, 0)
+        specaugment_time_width: int = bounded(20, 0)
+        specaugment_time_ratio: float = bounded(0.05, 0.0, 1.0)
         mtr: bool = False  # multi-condition training data for typical speakers (speakers.recording_condition)
         base_checkpoint: str = ""  # personalization: a fedavg-asr run directory ("" = train one)
         warm_start_steps: int = 0  # fedavg-asr: central Adam steps on the training speakers' pooled data first
@@ -175,9 +183,10 @@ class ASRTask:
             from clients.speech.specaugment import SpecAugmentConfig, spec_augment
 
             seed = tf.stack([tf.cast(tf.reduce_sum(lengths), tf.int32), tf.reduce_sum(label_lengths)])
-            features = spec_augment(features, seed, lengths, training=True,
-                                    config=SpecAugmentConfig(time_warp=10, freq_width=10, time_width=20,
-                                                             time_ratio=0.05))
+            c = self.config
+            policy = SpecAugmentConfig(time_warp=c.specaugment_time_warp, freq_width=c.specaugment_freq_width,
+                                       time_width=c.specaugment_time_width, time_ratio=c.specaugment_time_ratio)
+            features = spec_augment(features, seed, lengths, training=True, config=policy)
         loss = model.loss(features, lengths, y, label_lengths, training=training,
                           ctc_weight=self.config.ctc_weight if training else 0.0)
         return loss, tf.zeros_like(loss)

@@ -77,3 +77,12 @@ def test_mtr_changes_only_typical_training_audio(tmp_path):
             typical_train = split == "train" and plain.population.speaker(sid).kind == "typical"
             assert same != typical_train, (sid, split)
             assert list(a["transcripts"]) == list(b["transcripts"])
+
+
+def test_atypical_utterances_is_part_of_the_cache_key():
+    from clients.speech.corpus import CorpusConfig
+
+    base = CorpusConfig(**TINY)
+    assert CorpusConfig(**TINY, atypical_utterances=None).digest() == base.digest()
+    assert CorpusConfig(**TINY, atypical_utterances=9).digest() != base.digest()
+    assert CorpusConfig(**TINY, atypical_utterances=9).digest() != CorpusConfig(**TINY, atypical_utterances=10).digest()

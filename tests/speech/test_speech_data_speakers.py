@@ -26,6 +26,18 @@ def test_population_table_and_determinism():
     assert not t[["pitch", "rate", "snr_db"]].equals(other[["pitch", "rate", "snr_db"]])
 
 
+def test_atypical_utterance_count_is_separate():
+    same = SpeakerPopulation(2, n_typical=3, n_atypical=4, utterances_per_speaker=12)
+    more = SpeakerPopulation(2, n_typical=3, n_atypical=4, utterances_per_speaker=12, atypical_utterances=30)
+    for sid in same.ids:
+        typical = same.speaker(sid).kind == "typical"
+        assert len(more.utterances(sid)) == (12 if typical else 30), sid
+        if typical:  # typical speakers' data does not move
+            assert more.utterances(sid) == same.utterances(sid)
+    assert same.table().drop(columns=["n_train", "n_test", "n_phrases"]).equals(
+        more.table().drop(columns=["n_train", "n_test", "n_phrases"]))
+
+
 def test_effects_grow_with_severity():
     speakers = [make_speaker(0, f"a{i}", "atypical") for i in range(300)] + \
                [make_speaker(0, f"t{i}", "typical") for i in range(100)]

@@ -107,3 +107,22 @@ def test_single_mask_width_range(axis):
     assert all(_runs(f) <= 1 for f in flags)
     widths = set(flags.sum(axis=1).tolist())
     assert widths == ({0, 1, 2, 3} if axis == "freq" else {0, 1, 2, 3, 4})
+
+
+def test_asr_task_applies_its_configured_policy_in_training_only():
+    from clients.speech.task import ASRTask
+
+    def loss(training, **policy):
+        cfg = ASRTask.Config(n_typical=1, encoder_layers=2, encoder_units=8, pred_units=8, joint_units=8,
+                             max_frames=60, specaugment=True, **policy)
+        task = ASRTask(cfg, seed=0)
+        model = task.build_model()
+        x = np.concatenate([np.random.default_rng(0).normal(size=(2, 60, 80)), np.ones((2, 60, 1))], -1)
+        y = np.array([[5, 6, 7] + [0] * 45, [8, 9, 0] + [0] * 45], np.int32)
+        return task.batch_loss(model, tf.constant(x, tf.float32), tf.constant(y), training)[0].numpy()
+
+    off = dict(specaugment_time_warp=0, specaugment_freq_width=0, specaugment_time_width=0)
+    np.testing.assert_allclose(loss(True, **off), loss(False), rtol=1e-5)  # an empty policy changes nothing
+    strong = dict(specaugment_freq_width=30, specaugment_time_width=30, specaugment_time_ratio=1.0)
+    assert np.abs(loss(True, **strong) - loss(False, **strong)).max() > 1e-3
+    np.testing.assert_allclose(loss(False, **strong), loss(False), rtol=1e-5)
