@@ -51,6 +51,23 @@ def make_batches(data: dict[str, np.ndarray], batch_size: int, epochs: int = 1, 
     return Batches(data["x"][take], data["y"][take], valid.astype(np.float32))
 
 
+def hold_out_validation(data: dict[str, np.ndarray], fraction: float, rng: np.random.Generator
+                        ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(train, validation): `fraction` of the device's distinct targets (e.g. phrases: rows of
+    data["y"]) with every example of them go to validation, so the two share no target; at least one
+    when fraction > 0 and there are two or more, none when fraction is 0."""
+    n = len(data["y"])
+    rows = np.asarray(data["y"]).reshape(n, -1)
+    _, phrase = np.unique(rows, axis=0, return_inverse=True)
+    phrase = phrase.reshape(-1)
+    n_phrases = int(phrase.max()) + 1 if n else 0
+    k = int(round(fraction * n_phrases))
+    if fraction > 0 and n_phrases >= 2:
+        k = min(max(k, 1), n_phrases - 1)
+    held = np.isin(phrase, rng.permutation(n_phrases)[:k])
+    return {key: v[~held] for key, v in data.items()}, {key: v[held] for key, v in data.items()}
+
+
 class DeviceTrainer:
     """Builds the task's model once; `train(global_flat, batches)` -> (new_flat, metrics)."""
 

@@ -168,6 +168,11 @@ def summarize(df: pd.DataFrame) -> dict:
                          "by_domain": {x: {"speakers": int(len(h)), "median_wer_before": float(h["wer_before"].median()),
                                            "median_wer_after": float(h["wer_after"].median())}
                                        for x, h in dom.groupby("domain")}}
+        if "kept_base" in g:  # client.validation_fraction > 0: devices that kept the base model
+            ft = g.assign(wer_after=g["finetuned_wer"])
+            out[strategy].update(kept_base=int(g["kept_base"].fillna(False).astype(bool).sum()),
+                                 median_finetuned_wer=float(g["finetuned_wer"].median()),
+                                 median_relative_reduction_finetuned=float(relative_reduction(ft).median()))
     return out
 
 
@@ -177,10 +182,13 @@ def targets(strategies: dict, df: pd.DataFrame, base: dict, wall_s: float) -> di
     ms = b5[b5["severity"].isin(["moderate", "severe"])]
     red = float(relative_reduction(ms).median()) if len(ms) else float("nan")
     medians = {k: v["median_wer_after"] for k, v in strategies.items()}
+    reduction = {"value": red, "target": ">= 0.60", "met": bool(red >= 0.60)}
+    if "finetuned_wer" in ms and len(ms):  # the same without the validation fallback
+        reduction["finetuned_value"] = float(relative_reduction(ms.assign(wer_after=ms["finetuned_wer"])).median())
     return {
         "base_heldout_wer": {"value": base.get("heldout_wer"), "target": "<= 0.20",
                              "met": bool(base.get("heldout_wer", 1.0) <= 0.20)},
-        "moderate_severe_median_relative_reduction": {"value": red, "target": ">= 0.60", "met": bool(red >= 0.60)},
+        "moderate_severe_median_relative_reduction": reduction,
         "bottom5_no_worse_than_others": {"value": medians, "target": "bottom5 median <= all, top3",
                                          "met": bool(all(medians[STRATEGIES[0]] <= v for v in medians.values()))},
         "study_wall_s": {"value": wall_s, "target": "<= 3600", "met": bool(wall_s <= 3600)},

@@ -69,6 +69,9 @@ class ClientSection:
     # per-speaker personalization); clip_norm > 0 clips each local gradient's global norm
     optimizer: str = choice("sgd", "sgd", "adam")
     clip_norm: float = bounded(0.0, 0)
+    # personalization: this fraction of a device's distinct training targets is held back; a
+    # fine-tuned model replaces the starting one only if it lowers the loss on them (0 = always)
+    validation_fraction: float = bounded(0.0, 0, 0.5)
 
 
 @dataclass

@@ -101,22 +101,32 @@ class DeviceWorker:
         """Per device: WER of the global model on its held-out utterances (once), then for each
         strategy fine-tune the variables it selects on the training utterances, starting from
         the global model, and WER again (the personalization recipe of Green et al. 2021).
-        One record per device and strategy; nothing leaves the device but WERs."""
+        With client.validation_fraction > 0, some training phrases are held back and the
+        fine-tuned model is kept only if it lowers their loss; else the device keeps the global
+        model ("kept_base"; "finetuned_wer" is the fine-tuned model's WER either way).
+        One record per device and strategy; nothing leaves the device but WERs and losses."""
         import tensorflow as tf
+
+        from clients.trainer import hold_out_validation
 
         t0, tr, seed = time.perf_counter(), self.trainer, self.cfg.experiment.seed
         global_w = np.asarray(weights, np.float32)
         global_t = tf.constant(global_w)
         records = []
         for dev, n in zip(device_ids.tolist(), num_examples.tolist()):
-            t_dev, before, test, train = time.perf_counter(), None, None, None
+            t_dev, before, test, train, val = time.perf_counter(), None, None, None, None
             for strategy in strategies:
                 rec = {"device_id": dev, "status": ACCEPTED, "strategy": strategy, "error": ""}
                 try:
                     if before is None:
-                        test, train = self._data(dev, n, "eval"), self._data(dev, n, "train")
+                        test = self._data(dev, n, "eval")
+                        train, val = hold_out_validation(self._data(dev, n, "train"),
+                                                         self.cfg.client.validation_fraction,
+                                                         rng_for(seed, "validation", dev))
+                        val_batches = tr.batches(val, seed, 0, dev, train=False)
                         tr.set_weights(global_t)
                         before = self.task.decode_metrics(tr.model, test)
+                        val_before = _mean_loss(tr.evaluate(global_t, val_batches)) if len(val["y"]) else np.nan
                     tr.set_trainable(self.task.trainable_mask(tr.model, strategy))
                     try:
                         delta, stats = tr.train(global_t, tr.batches(train, seed, 0, dev))
@@ -124,6 +134,13 @@ class DeviceWorker:
                         tr.set_trainable(None)
                     tr.set_weights(global_w + delta)
                     after = self.task.decode_metrics(tr.model, test)
+                    rec["finetuned_wer"] = after["wer"]
+                    if len(val["y"]):
+                        val_after = _mean_loss(tr.evaluate(tf.constant(global_w + delta), val_batches))
+                        rec.update(val_loss_before=val_before, val_loss_after=val_after,
+                                   kept_base=bool(not val_after < val_before))
+                        if rec["kept_base"]:
+                            after = before
                     # wer -> wer_before / wer_after, wer_home -> wer_home_before / ..., words -> test_words
                     for k, v in before.items():
                         rec[f"{k}_before" if k.startswith("wer") else f"test_{k}"] = v
@@ -222,6 +239,10 @@ class DeviceWorker:
         if stage == "unmask":
             self._secure = None  # the round is over: forget the secrets
         return out
+
+
+def _mean_loss(stats: dict) -> float:
+    return stats["loss_sum"] / max(stats["examples"], 1.0)
 
 
 def _fail(rec: dict, e: Exception) -> None:

@@ -110,3 +110,22 @@ def test_local_adam_first_step_and_clipping():
     _, clipped = _trainer(lr=1.0, batch_size=10, clip_norm=0.05)
     d, _ = clipped.train(tf.constant(w0), clipped.batches(data, 0, 0, 0))
     assert np.linalg.norm(d) <= 0.05 + 1e-6
+
+
+def test_hold_out_validation_splits_by_target():
+    from clients.trainer import hold_out_validation
+
+    y = np.array([[1, 2], [3, 4], [1, 2], [5, 6], [7, 8], [9, 9], [3, 4], [2, 2], [4, 4], [6, 6]])
+    data = {"x": np.arange(len(y)), "y": y}
+    train, val = hold_out_validation(data, 0.25, np.random.default_rng(0))
+    assert len(train["y"]) + len(val["y"]) == len(y)
+    phrases = lambda d: {tuple(r) for r in d["y"]}  # noqa: E731
+    assert len(phrases(val)) == 2 and not phrases(train) & phrases(val)  # 8 distinct targets -> 2
+    assert sorted(np.concatenate([train["x"], val["x"]])) == list(range(len(y)))  # x travels with its y
+    assert all(tuple(data["y"][i]) in phrases(val) for i in val["x"])
+    again = hold_out_validation(data, 0.25, np.random.default_rng(0))[1]
+    assert np.array_equal(again["x"], val["x"])
+    none = hold_out_validation(data, 0.0, np.random.default_rng(0))
+    assert len(none[1]["y"]) == 0 and len(none[0]["y"]) == len(y)
+    tiny = hold_out_validation({"x": np.arange(2), "y": y[:2]}, 0.01, np.random.default_rng(1))
+    assert len(tiny[0]["y"]) == 1 and len(tiny[1]["y"]) == 1  # at least one each side

@@ -70,7 +70,7 @@ def test_personalization_study_end_to_end(tmp_path):
     with engine(base) as process:
         train(process, tmp_path / "base", progress=False)
     cfg = load_config({"experiment": {"task": "asr", "rounds": 1, "seed": 1},
-                       "client": {"epochs": 1, "batch_size": 4, "lr": 0.01},
+                       "client": {"epochs": 1, "batch_size": 4, "lr": 0.01, "validation_fraction": 0.25},
                        "eval": {"every": 0}, "workers": {"num": 1},
                        "task": dict(task, base_checkpoint=str(tmp_path / "base"))})
     summary = study.run(cfg, tmp_path / "study", progress=False)
@@ -85,10 +85,17 @@ def test_personalization_study_end_to_end(tmp_path):
     assert {"severity", "condition", "snr_db"} <= set(df.columns)
     # the same speaker starts from the same base model whatever the strategy
     assert df.groupby("speaker")["wer_before"].nunique().eq(1).all()
+    assert df.groupby("speaker")["val_loss_before"].nunique().eq(1).all() and df["finetuned_wer"].notna().all()
+    # a fine-tuned model that does not lower the validation loss is not deployed
+    kept = df["kept_base"].astype(bool)
+    assert (kept == ~(df["val_loss_after"] < df["val_loss_before"])).all()
+    assert (df.loc[kept, "wer_after"] == df.loc[kept, "wer_before"]).all()
+    assert (df.loc[~kept, "wer_after"] == df.loc[~kept, "finetuned_wer"]).all()
     for png in ("wer_by_severity.png", "wer_by_domain.png", "wer_cdf.png", "quintile_cohens_d.png"):
         assert (tmp_path / "study" / png).stat().st_size > 1000
     saved = json.loads((tmp_path / "study" / "summary.json").read_text())
     assert saved["speakers"] == 2 and set(saved["targets"]) >= {"base_heldout_wer", "study_wall_s"}
+    assert all(saved["strategies"][s]["kept_base"] == int(kept[df["strategy"] == s].sum()) for s in study.STRATEGIES)
     assert summary["failed"] == 0
     ray.shutdown()
 
