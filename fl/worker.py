@@ -132,11 +132,12 @@ class DeviceWorker:
                         delta, stats = tr.train(global_t, tr.batches(train, seed, 0, dev))
                     finally:
                         tr.set_trainable(None)
-                    tr.set_weights(global_w + delta)
+                    tuned = tf.constant(global_w + delta)
+                    tr.set_weights(tuned)
                     after = self.task.decode_metrics(tr.model, test)
                     rec["finetuned_wer"] = after["wer"]
                     if len(val["y"]):
-                        val_after = _mean_loss(tr.evaluate(tf.constant(global_w + delta), val_batches))
+                        val_after = _mean_loss(tr.evaluate(tuned, val_batches))
                         rec.update(val_loss_before=val_before, val_loss_after=val_after,
                                    kept_base=bool(not val_after < val_before))
                         if rec["kept_base"]:
@@ -145,7 +146,7 @@ class DeviceWorker:
                     for k, v in before.items():
                         rec[f"{k}_before" if k.startswith("wer") else f"test_{k}"] = v
                     rec.update({f"{k}_after": v for k, v in after.items() if k.startswith("wer")})
-                    rec["train_loss"] = stats["loss_sum"] / max(stats["examples"], 1)
+                    rec["train_loss"] = _mean_loss(stats)
                 except Exception as e:
                     _fail(rec, e)
                 rec["compute_s"] = time.perf_counter() - t_dev
@@ -183,7 +184,7 @@ class DeviceWorker:
     def _finish_device(self, rec: dict, i: int, delta, stats: dict) -> None:
         """Check one device's update and add it to the partial sum (or to SecAgg)."""
         r, seed, dev = self._round, self.cfg.experiment.seed, rec["device_id"]
-        rec.update(loss=stats["loss_sum"] / max(stats["examples"], 1),
+        rec.update(loss=_mean_loss(stats),
                    accuracy=stats["correct_sum"] / max(stats["examples"], 1))
         if r["mode"] == "eval":
             _add(r["metrics"], stats)
