@@ -14,13 +14,15 @@ Entry points: :func:`run_protocol` (a whole round in-process),
 """
 from .client import SecAggClient
 from .config import RoundConfig, make_config
-from .errors import (DecryptionError, DuplicateClientError, InconsistentSharesError, MalformedMessageError,
-                     ProtocolStateError, SecAggAbort, SecAggError, UnknownClientError)
+from .errors import (AuthenticationError, BadPublicKeyError, ClientCheckError, ConfigError, DecryptionError,
+                     DuplicateClientError, InconsistentSharesError, MalformedMessageError, ProtocolStateError,
+                     SecAggAbort, SecAggError, UnknownClientError)
 from .graph import choose_k_t, harary_graph
-from .messages import (AdvertiseKeys, ForwardedShares, KeyBroadcast, MaskedInput, ShareKeys, UnmaskRequest,
-                       UnmaskResponse, decode, presum)
+from .messages import (AdvertiseKeys, ConsistencyRequest, ConsistencySignature, ForwardedShares, KeyBroadcast,
+                       MaskedInput, ShareKeys, UnmaskRequest, UnmaskResponse, decode, presum)
 from .protocol import ProtocolResult, run_protocol
-from .server import STAGES, SecAggServer
+from .server import ACTIVE_STAGES, STAGES, SecAggServer, stages_for
+from .signing import KeyRegistry
 from .workers import WorkerPool, run_clients_stage
 
 __all__ = [
@@ -28,5 +30,6 @@ __all__ = [
     "presum", "decode", "WorkerPool", "run_clients_stage", "AdvertiseKeys", "KeyBroadcast", "ShareKeys", "ForwardedShares", "MaskedInput",
     "UnmaskRequest", "UnmaskResponse", "choose_k_t", "harary_graph", "SecAggError", "SecAggAbort",
     "MalformedMessageError", "DecryptionError", "DuplicateClientError", "UnknownClientError",
-    "ProtocolStateError", "InconsistentSharesError",
+    "ProtocolStateError", "InconsistentSharesError", "AuthenticationError", "BadPublicKeyError", "ClientCheckError",
+    "ConfigError", "ConsistencyRequest", "ConsistencySignature", "ACTIVE_STAGES", "stages_for", "KeyRegistry",
 ]

@@ -6,11 +6,18 @@ Stages, each callable exactly once and in order::
     advertise_keys() -> AdvertiseKeys
     share_keys(KeyBroadcast) -> ShareKeys
     masked_input(ForwardedShares, x) -> MaskedInput
+    consistency(ConsistencyRequest) -> ConsistencySignature      (active mode only)
     unmask(UnmaskRequest) -> UnmaskResponse
 
 A client never reveals both the share of ``b_v`` and the share of ``s_v^SK``
-of the same peer ``v``: one unmask request is answered, and a request naming
-a peer as both survivor and dropout is refused.
+of the same peer ``v``: one unmask request is answered, and before answering
+it checks the request as Bonawitz et al. prescribe (Round 4): the survivor set
+is a subset of the neighbours it saw at masking, disjoint from the dropped set,
+names this client and at least t holders; survivors and dropped together are
+exactly its view.  In active mode it also holds the survivor set U3 it signed
+in the ConsistencyCheck round and needs t valid signatures of its surviving
+holders on that same set.  A failed check raises
+:class:`~secagg.errors.ClientCheckError` and reveals nothing.
 """
 from __future__ import annotations
 
@@ -19,17 +26,22 @@ import struct
 import numpy as np
 
 from .config import RoundConfig
-from .errors import (DecryptionError, MalformedMessageError, ProtocolStateError, SecAggAbort,
-                     UnknownClientError)
-from .keys import (Channel, agree, associated_data, channel_key, generate_keypair, load_public,
-                   mask_seed, self_mask_seed, NONCE_BYTES)
-from .messages import AdvertiseKeys, ForwardedShares, KeyBroadcast, MaskedInput, ShareKeys, UnmaskRequest, UnmaskResponse
+import dataclasses
+
+from .errors import (AuthenticationError, BadPublicKeyError, ClientCheckError, ConfigError, DecryptionError, MalformedMessageError,
+                     ProtocolStateError, SecAggAbort, UnknownClientError)
+from .keys import (Channel, agree, associated_data, channel_key, check_public_key, commit_self_mask,
+                   generate_keypair, load_public, mask_seed, self_mask_seed, NONCE_BYTES)
+from .messages import (AdvertiseKeys, ConsistencyRequest, ConsistencySignature, ForwardedShares, KeyBroadcast,
+                       MaskedInput, ShareKeys, UnmaskRequest, UnmaskResponse)
+from .signing import sign
 from .prg import MaskExpander, reduce_mod
 from .rand import SystemRandomSource
 from .shamir import PRIME, SHARE_BYTES, share_many, x_of
 
-def _stage(cur: str, nxt: str):
-    """Run a stage method in state ``cur``; move to ``nxt``, or to 'aborted' on error."""
+def _stage(cur: str, nxt):
+    """Run a stage method in state ``cur``; move to ``nxt`` (a name, or a function
+    of the client), or to 'aborted' on error."""
     def deco(fn):
         def wrapper(self, *args, **kwargs):
             if self.stage != cur:
@@ -39,7 +51,7 @@ def _stage(cur: str, nxt: str):
             except BaseException:
                 self.stage = "aborted"
                 raise
-            self.stage = nxt
+            self.stage = nxt(self) if callable(nxt) else nxt
             return out
         wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
         return wrapper
@@ -66,14 +78,19 @@ class SecAggClient:
 
     ``rand`` is the source of secret randomness (OS CSPRNG by default);
     ``expander`` may be shared between clients run by the same worker to reuse
-    the PRG buffer.
+    the PRG buffer; ``signing_key`` is the client's long-term Ed25519 key
+    (required in active mode; its public half is ``config.verify_keys[id]``).
     """
 
-    def __init__(self, client_id: int, config: RoundConfig, rand=None, expander: MaskExpander | None = None):
+    def __init__(self, client_id: int, config: RoundConfig, rand=None, expander: MaskExpander | None = None,
+                 signing_key=None):
         if not 0 <= client_id < config.n:
             raise UnknownClientError(f"client id {client_id} not in round of {config.n}")
+        if config.malicious and signing_key is None:
+            raise ConfigError("active mode (malicious=True) needs the client's signing_key")
         self.id = int(client_id)
         self.cfg = config
+        self._sk_sign = signing_key
         self.neighbours = config.neighbours[client_id]
         self.rand = rand if rand is not None else SystemRandomSource()
         self.expander = expander if expander is not None else MaskExpander(config.m, config.bits, config.prg)
@@ -90,13 +107,24 @@ class SecAggClient:
         if who != self.id:
             raise UnknownClientError(f"message addressed to {who}, not client {self.id}")
 
+    def _signed(self, msg):
+        """``msg`` with this client's signature in active mode (unchanged otherwise)."""
+        if not self.cfg.malicious:
+            return msg
+        purpose, rid, sender, *parts = msg.signed_parts()
+        return dataclasses.replace(msg, signature=sign(self._sk_sign, purpose, rid, sender, *parts))
+
+    def _refuse(self, why: str):
+        raise ClientCheckError(f"client {self.id} refuses: {why}")
+
     # -- stage 0 ---------------------------------------------------------
     @_stage("advertise_keys", "share_keys")
     def advertise_keys(self) -> AdvertiseKeys:
-        """Generate (c_u, s_u) X25519 key pairs and advertise the public halves."""
+        """Generate (c_u, s_u) X25519 key pairs and advertise the public halves
+        (signed with the long-term key in active mode)."""
         self._c_sk, self.c_pk = generate_keypair(self.rand)
         self._s_sk, self.s_pk = generate_keypair(self.rand)
-        return AdvertiseKeys(self.cfg.round_id, self.id, self.c_pk, self.s_pk)
+        return self._signed(AdvertiseKeys(self.cfg.round_id, self.id, self.c_pk, self.s_pk))
 
     # -- stage 1 ---------------------------------------------------------
     @_stage("share_keys", "masked_input")
@@ -113,6 +141,17 @@ class SecAggClient:
         pks = [self.c_pk, self.s_pk] + [pk for pair in keys.values() for pk in pair]
         if len(set(pks)) != len(pks):
             raise MalformedMessageError("public keys are not pairwise distinct (replayed keys?)")
+        if cfg.malicious:  # the server must not substitute a neighbour's keys
+            reg = cfg.registry()
+            for v in sorted(keys):
+                reg.verify_message(AdvertiseKeys(cfg.round_id, v, *keys[v]), msg.signatures.get(v, b""))
+        for v in sorted(keys):
+            for pk in keys[v]:
+                try:
+                    check_public_key(pk)
+                except BadPublicKeyError as e:
+                    raise BadPublicKeyError(f"client {self.id}: neighbour {v} has a bad key ({e}); "
+                                            f"the server should have excluded it") from None
         # share holders: the neighbours in U1 and the client itself (as in Bonawitz
         # et al., where u keeps a share; it only ever reveals its own b-share)
         holders = sorted(keys)
@@ -132,7 +171,7 @@ class SecAggClient:
             self._peer_s_pk[v] = s_pk
             pt = _PT.pack(self.id, v, rid, ss.to_bytes(SHARE_BYTES, "little"), bs.to_bytes(SHARE_BYTES, "little"))
             cts[v] = ch.encrypt(pt, associated_data(rid, self.id, v), self.rand.bytes(NONCE_BYTES))
-        return ShareKeys(rid, self.id, cts)
+        return self._signed(ShareKeys(rid, self.id, cts, commit_self_mask(self._b, rid, self.id)))
 
     # -- stage 2 ---------------------------------------------------------
     def receive_shares(self, msg: ForwardedShares) -> None:
@@ -158,7 +197,7 @@ class SecAggClient:
             held[u] = (ss, bs)
         self._held = held
 
-    @_stage("masked_input", "unmask")
+    @_stage("masked_input", lambda c: "consistency" if c.cfg.malicious else "unmask")
     def masked_input(self, msg: ForwardedShares, x) -> MaskedInput:
         """y_u = x_u + PRG(b_u) + sum_{v in U2 ∩ N(u)} Δ_{u,v} PRG(s_{u,v}) mod 2^b,
         with Δ = +1 if u < v else -1."""
@@ -175,27 +214,76 @@ class SecAggClient:
             else:
                 ex.sub(acc, seed)
         reduce_mod(acc, cfg.bits)
-        return MaskedInput(rid, (self.id,), acc, cfg.bits)
+        return self._signed(MaskedInput(rid, (self.id,), acc, cfg.bits))
+
+    def _check_survivors(self, surv: set) -> None:
+        """Checks of a survivor set against this client's view at masking."""
+        view = self._held.keys()
+        if self.id not in surv:
+            self._refuse("the survivor set does not name this client")
+        unseen = surv - view - {self.id}
+        if unseen:
+            self._refuse(f"survivors {sorted(unseen)[:5]} are not neighbours it received shares from")
+        if len(surv) < self.cfg.threshold:
+            self._refuse(f"only {len(surv)} holders survive (itself included), threshold {self.cfg.threshold}")
+
+    # -- stage 2b (active mode) -------------------------------------------
+    @_stage("consistency", "unmask")
+    def consistency(self, msg: ConsistencyRequest) -> ConsistencySignature:
+        """Sign the survivor set U3 (Bonawitz et al. ConsistencyCheck): once per
+        round, after checking its restriction to this client's view."""
+        self._check_msg(msg, ConsistencyRequest, msg.receiver if isinstance(msg, ConsistencyRequest) else -1)
+        u3 = set(msg.survivors)
+        self._check_survivors(u3 & (self._held.keys() | {self.id}))
+        self._u3, self._u3_digest = u3, msg.survivors_digest()
+        return self._signed(ConsistencySignature(self.cfg.round_id, self.id, self._u3_digest, b""))
 
     # -- stage 3 ---------------------------------------------------------
     @_stage("unmask", "done")
     def unmask(self, msg: UnmaskRequest) -> UnmaskResponse:
         """Reveal b-shares of surviving and s^SK-shares of dropped neighbours
-        (never both for one peer; answered once)."""
+        (never both for one peer; answered once; only after the checks in the
+        module docstring pass)."""
         self._check_msg(msg, UnmaskRequest, msg.receiver if isinstance(msg, UnmaskRequest) else -1)
         surv, drop = set(msg.survivors), set(msg.dropped)
         both = surv & drop
         if both:
-            raise MalformedMessageError(f"server asked for both shares of {sorted(both)[:5]}; refusing")
+            self._refuse(f"asked for both shares of {sorted(both)[:5]}")
         if self.id in drop:
-            raise MalformedMessageError("server claims this client dropped; refusing")
-        unknown = (surv | drop) - self._held.keys() - {self.id}
+            self._refuse("the server claims this client dropped")
+        view = set(self._held)
+        unknown = drop - view
         if unknown:
-            raise UnknownClientError(f"client {self.id} holds no shares of {sorted(unknown)[:5]}")
+            self._refuse(f"dropped clients {sorted(unknown)[:5]} are not neighbours it received shares from")
+        self._check_survivors(surv)
+        if (surv | drop) != view | {self.id}:
+            self._refuse(f"survivors and dropped do not partition its view (missing "
+                         f"{sorted(view - surv - drop)[:5]})")
+        if self.cfg.malicious:
+            self._check_consistency(msg, surv)
         b_shares = {u: (self._own_b_share if u == self.id else self._held[u][1]) for u in sorted(surv)}
         s_shares = {u: self._held[u][0] for u in sorted(drop)}
         for u in b_shares:
             self.revealed[u] = "b"
         for u in s_shares:
             self.revealed[u] = "s"
-        return UnmaskResponse(self.cfg.round_id, self.id, b_shares, s_shares)
+        return self._signed(UnmaskResponse(self.cfg.round_id, self.id, b_shares, s_shares))
+
+    def _check_consistency(self, msg: UnmaskRequest, surv: set) -> None:
+        """Active mode: the request agrees with the U3 this client signed, and
+        at least t holders (itself included) signed that same U3."""
+        want = self._u3 & (set(self._held) | {self.id})
+        if surv != want:
+            self._refuse("the unmask request contradicts the survivor set it signed")
+        reg, rid, need = self.cfg.registry(), self.cfg.round_id, self.cfg.threshold
+        valid = 1  # its own signature
+        for v in sorted(set(msg.signatures) & (surv - {self.id})):
+            if valid >= need:
+                break
+            try:
+                reg.verify(v, msg.signatures[v], b"consistency", rid, self._u3_digest)
+                valid += 1
+            except AuthenticationError:  # a bad signature does not count
+                continue
+        if valid < need:
+            self._refuse(f"only {valid} valid signatures on the survivor set it signed, threshold {need}")

@@ -39,3 +39,22 @@ class ProtocolStateError(SecAggError):
 
 class InconsistentSharesError(SecAggAbort):
     """Shamir shares of one secret do not lie on one polynomial (corrupted share)."""
+
+
+class ConfigError(SecAggError, ValueError):
+    """Round parameters that cannot be made safe (e.g. a neighbour count k for
+    which no threshold meets the privacy bound); the message names the bound."""
+
+
+class AuthenticationError(SecAggError):
+    """A message is not bound to its claimed sender and round: a bad signature
+    (active mode) or a sender id the transport did not authenticate."""
+
+
+class BadPublicKeyError(SecAggError):
+    """An advertised X25519 key is a low-order point (all-zero shared secrets)."""
+
+
+class ClientCheckError(SecAggAbort):
+    """A client refused a server request that breaks the protocol's checks
+    (Bonawitz et al. Round 4 / ConsistencyCheck); it revealed nothing."""

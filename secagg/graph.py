@@ -1,28 +1,40 @@
-"""Communication graphs: complete graph (classic SecAgg) and the randomly
+"""Communication graphs and the threshold rule of SecAgg / SecAgg+.
+
+Complete graph (classic SecAgg, Bonawitz et al. CCS 2017) and the randomly
 labelled Harary graph of SecAgg+ (Bell, Bonawitz, Gascon, Lepoint, Raykova,
-"Secure Single-Server Aggregation with (Poly)Logarithmic Overhead", CCS 2020).
+"Secure Single-Server Aggregation with (Poly)Logarithmic Overhead", CCS 2020):
+each client shares its secrets with, and masks against, only its ``k``
+neighbours; ``k = O(log n)``.
 
-In SecAgg+ each client shares its secrets with, and masks against, only its
-``k`` neighbours in a k-regular graph; ``k = O(log n)``.  :func:`choose_k_t`
-picks the smallest even ``k`` (and a threshold ``t``) meeting three
-conditions, each with failure probability at most ``2^-sigma`` (union bound
-over the ``n`` clients), modelling neighbours' fates as independent
-(binomial; the random labelling makes them close to hypergeometric):
+**The threshold rule** (:func:`threshold_for`; one rule for every mode, graph
+and flag).  A client's two secrets are Shamir-shared t-of-(k+1) among its k
+neighbours and itself.  With ``delta`` the dropout rate, ``gamma`` the corrupt
+fraction (``C = floor(gamma * n)`` corrupt clients, placed by the adversary
+before the random labelling, so a client's corrupt neighbours are
+hypergeometric) and a failure target of ``2^-sigma`` per round (union bound over
+the n clients):
 
-1. *correctness*: at least ``t`` of a client's ``k`` neighbours survive
-   (dropout rate ``delta``): ``n * P[Bin(k, 1-delta) < t] <= 2^-sigma``;
-2. *privacy of shares*: fewer than ``t`` neighbours are corrupt (fraction
-   ``gamma``): ``n * P[Bin(k, gamma) >= t] <= 2^-sigma`` (semi-honest server),
-   or, with ``malicious=True``, the corrupt neighbours plus a split of the
-   honest ones cannot yield t shares of both secrets of one client:
-   ``n * P[Bin(k, gamma) >= 2t - k] <= 2^-sigma``;
-3. *graph privacy* (honest survivors stay connected so no partial sums leak):
-   on the ring of a Harary graph H(k, n) a disconnection needs a run of
-   ``k/2`` consecutive dropped-or-corrupt nodes, so we require
-   ``n * (delta + gamma)^(k/2) <= 2^-sigma`` (conservative: one run suffices).
+* *correctness*: ``t_corr`` = the largest t with
+  ``n * P[Bin(k, 1 - delta) < t] <= 2^-sigma`` (a dropped client's key needs t
+  shares from surviving neighbours);
+* *structural floor*: ``t > k/2`` (a strict majority of the neighbours, the
+  sparse form of Bonawitz et al.'s ``t > n/2``); with ``malicious`` also
+  ``2t >= k + 3``, so two ring-adjacent clients' holder sets (k + 2 clients in
+  all) cannot be split into two disjoint honest groups of t;
+* *privacy*: ``n * P[corrupt neighbours >= t] <= 2^-sigma`` (the corrupt
+  clients alone never hold t shares); with ``malicious`` also
+  ``n * P[corrupt among the k + 1 other holders of two adjacent clients >= 2t - k - 2] <= 2^-sigma``:
+  a server that shows different survivor sets to different clients needs that
+  many corrupt holders to get both the self-mask of a client and the key of its
+  ring neighbour (honest holders reveal one share per peer and sign one set);
+* *graph privacy* (SecAgg+ only): ``n * (delta + gamma)^(k/2) <= 2^-sigma``, so
+  honest survivors stay connected and no partial sum leaks.
 
-Among the valid thresholds the largest ``t`` is chosen (most privacy margin).
-If no ``k < n - 1`` works the complete graph (classic SecAgg) is returned.
+``t = max(t_corr, smallest private t)``.  Above ``t_corr`` the round is still safe but may
+abort more often than ``2^-sigma`` (small n).  A ``(k, t)`` that violates the
+floor or the privacy bounds is a :class:`~secagg.errors.ConfigError` that names
+the bound.  :func:`choose_k_t` returns the smallest even k that meets every
+condition, else the complete graph (k = n - 1) under the same rule.
 """
 from __future__ import annotations
 
@@ -30,6 +42,8 @@ import math
 from collections import deque
 
 import numpy as np
+
+from .errors import ConfigError
 
 
 def _binom_cdf(x: int, k: int, p: float) -> float:
@@ -54,48 +68,108 @@ def _binom_sf(x: int, k: int, p: float) -> float:
     return _binom_cdf(k - x, k, 1.0 - p) if x > 0 else 1.0
 
 
+def corrupt_tail(n: int, draws: int, gamma: float, x: int) -> float:
+    """P[at least x of ``draws`` other clients are corrupt], with floor(gamma * n)
+    corrupt clients among the n - 1 others (hypergeometric, exact)."""
+    if x <= 0:
+        return 1.0
+    c = int(math.floor(gamma * n + 1e-9))
+    others = n - 1
+    draws = min(draws, others)
+    if x > min(c, draws):
+        return 0.0
+    total = math.comb(others, draws)
+    return sum(math.comb(c, i) * math.comb(others - c, draws - i) for i in range(x, min(c, draws) + 1)) / total
+
+
 def correctness_threshold(n: int, k: int, delta: float, sigma: float = 40.0) -> int:
-    """Largest t with n * P[Bin(k, 1-delta) < t] <= 2^-sigma (at least 1)."""
+    """Largest t with n * P[Bin(k, 1-delta) < t] <= 2^-sigma (0 if none)."""
     target = 2.0 ** -sigma / n
     for t in range(k, 0, -1):
         if _binom_cdf(t - 1, k, 1.0 - delta) <= target:
             return t
-    return 1
+    return 0
 
 
-def classic_threshold(n: int, delta: float = 0.1, sigma: float = 40.0) -> int:
-    """Threshold for the complete graph (each client has n-1 share holders).
+def structural_floor(k: int, malicious: bool = False) -> int:
+    """Smallest admissible t for degree k: t > k/2, and 2t >= k + 3 if malicious."""
+    t = k // 2 + 1
+    if malicious:
+        t = max(t, (k + 4) // 2)
+    return min(t, k + 1)
 
-    Largest t with n * P[Bin(n-1, 1-delta) < t] <= 2^-sigma, but at least a
-    strict majority of the n-1 holders (Bonawitz et al. require t > n/2 for
-    security against a semi-honest server).
-    """
-    k = n - 1
-    if k < 1:
+
+def privacy_violation(n: int, k: int, t: int, gamma: float, sigma: float, malicious: bool) -> str | None:
+    """Why (k, t) misses the privacy bounds of the rule, or None."""
+    target = 2.0 ** -sigma / n
+    floor = structural_floor(k, malicious)
+    if t < floor and not (n <= 2 and t >= 1):
+        need = "t > k/2" + (" and 2t >= k + 3 (malicious)" if malicious else "")
+        return f"threshold t={t} is below the structural floor {floor} for k={k} ({need})"
+    p = corrupt_tail(n, k, gamma, t)
+    if p > target:
+        return (f"n * P[corrupt neighbours >= t={t}] = {n * p:.2e} > 2^-{sigma:g} "
+                f"(k={k}, corrupt fraction {gamma})")
+    if malicious:
+        need = 2 * t - k - 2
+        p = corrupt_tail(n, k + 1, gamma, need)
+        if p > target:
+            return (f"n * P[corrupt holders of two adjacent clients >= 2t-k-2={need}] = {n * p:.2e} > "
+                    f"2^-{sigma:g} (k={k}, t={t}, corrupt fraction {gamma}, malicious server)")
+    return None
+
+
+def min_private_threshold(n: int, k: int, gamma: float = 0.05, sigma: float = 40.0,
+                          malicious: bool = False) -> int | None:
+    """Smallest t >= the structural floor that meets the privacy bounds (None if none <= k + 1)."""
+    for t in range(structural_floor(k, malicious), k + 2):
+        if privacy_violation(n, k, t, gamma, sigma, malicious) is None:
+            return t
+    return None
+
+
+def threshold_for(n: int, k: int, delta: float = 0.1, gamma: float = 0.05, sigma: float = 40.0,
+                  malicious: bool = False) -> int:
+    """The rule's threshold for degree k: ``max(t_corr, smallest private t)``
+    (see module docstring); ConfigError if no t <= k + 1 is private."""
+    _check_rates(n, delta, gamma)
+    t_min = min_private_threshold(n, k, gamma, sigma, malicious)
+    if t_min is None:
+        why = privacy_violation(n, k, k + 1, gamma, sigma, malicious)
+        raise ConfigError(f"no safe threshold for n={n}, k={k}: even t=k+1 fails ({why}); use a larger k "
+                          f"(or a smaller corrupt fraction / security level)")
+    return max(correctness_threshold(n, k, delta, sigma), t_min)
+
+
+def classic_threshold(n: int, delta: float = 0.1, sigma: float = 40.0, gamma: float = 0.05,
+                      malicious: bool = False) -> int:
+    """The rule's threshold for the complete graph (k = n - 1 share holders besides the owner)."""
+    if n < 2:
         raise ValueError("need at least 2 clients")
-    return max(correctness_threshold(n, k, delta, sigma), k // 2 + 1)
+    return threshold_for(n, n - 1, delta, gamma, sigma, malicious)
+
+
+def _check_rates(n, delta, gamma):
+    if n < 2:
+        raise ValueError("need at least 2 clients")
+    if not (0 <= delta < 1 and 0 <= gamma < 1 and delta + gamma < 1):
+        raise ConfigError("need 0 <= dropout_rate, 0 <= corrupt_fraction and dropout_rate + corrupt_fraction < 1")
 
 
 def choose_k_t(n: int, delta: float = 0.1, gamma: float = 0.05, sigma: float = 40.0,
                malicious: bool = False) -> tuple[int, int]:
-    """Degree ``k`` and threshold ``t`` for SecAgg+ (see module docstring).
-
-    Returns ``(n - 1, classic_threshold(n, delta, sigma))`` when no sparse graph
-    meets the target (small ``n`` or large ``delta + gamma``).
-    """
-    if n < 2:
-        raise ValueError("need at least 2 clients")
-    if not (0 <= delta < 1 and 0 <= gamma < 1 and delta + gamma < 1):
-        raise ValueError("need 0 <= delta, gamma and delta + gamma < 1")
-    target = 2.0 ** -sigma / n
+    """Degree ``k`` and threshold ``t`` for SecAgg+ (see module docstring): the
+    smallest even k whose rule threshold is correct, private and keeps the graph
+    connected; else the complete graph with :func:`classic_threshold`."""
+    _check_rates(n, delta, gamma)
     for k in range(2, n - 1, 2):
         if n * (delta + gamma) ** (k // 2) > 2.0 ** -sigma:
             continue
         t = correctness_threshold(n, k, delta, sigma)
-        c = 2 * t - k if malicious else t
-        if c >= 1 and _binom_sf(c, k, gamma) <= target:
+        t_min = min_private_threshold(n, k, gamma, sigma, malicious)
+        if t_min is not None and t >= t_min:
             return k, t
-    return n - 1, classic_threshold(n, delta, sigma)
+    return n - 1, classic_threshold(n, delta, sigma, gamma, malicious)
 
 
 def complete_graph(n: int) -> list[frozenset[int]]:

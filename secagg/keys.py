@@ -117,3 +117,25 @@ class Channel:
 
 def digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
+
+
+_PROBE = X25519PrivateKey.from_private_bytes(bytes([9] * 32))
+
+
+def check_public_key(pk: bytes) -> None:
+    """Reject low-order X25519 points: a key whose shared secret with a clamped
+    scalar is all zeros (RFC 7748 §6.1) would make every honest peer fail."""
+    from .errors import BadPublicKeyError
+
+    try:
+        _PROBE.exchange(load_public(pk))
+    except ValueError:
+        raise BadPublicKeyError("X25519 public key is a low-order point (all-zero shared secret)") from None
+
+
+def commit_self_mask(b_u: int, round_id: bytes, owner: int) -> bytes:
+    """Binding commitment to the self-mask secret b_u (SHA-256 of the 256-bit
+    secret under a domain label): lets the server verify a reconstructed b_u
+    even from exactly t shares, so a wrong sum is never returned silently."""
+    return hashlib.sha256(_LABEL + b"|commit-b|" + round_id + struct.pack("<I", owner)
+                          + b_u.to_bytes(33, "little")).digest()

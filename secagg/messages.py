@@ -6,7 +6,13 @@ Rounds (client -> server, then server -> client):
 0. AdvertiseKeys:  (c_u^PK, s_u^PK)                 -> KeyBroadcast (neighbours' keys)
 1. ShareKeys:      AE-encrypted Shamir shares e_u,v  -> ForwardedShares (ciphertexts for v)
 2. MaskedInput:    y_u = x_u + PRG(b_u) + sum_v ±PRG(s_u,v)  -> UnmaskRequest (U3 / dropped)
-3. UnmaskResponse: shares of b_u (survivors) or s_u^SK (dropped)
+3. (active mode only) ConsistencySignature: signature on the survivor set U3
+   sent in a ConsistencyRequest  -> UnmaskRequest (with >= t signatures)
+4. UnmaskResponse: shares of b_u (survivors) or s_u^SK (dropped)
+
+In active mode (``RoundConfig.malicious``) every client message carries an
+Ed25519 signature over a statement bound to its purpose, round id and sender
+(:mod:`secagg.signing`); ``signed_parts()`` gives what is signed.
 
 ``MaskedInput`` may cover several clients: a worker may pre-sum masked
 vectors mod 2^b (:func:`presum`) and send them with the list of ids covered.
@@ -18,13 +24,14 @@ types, out-of-range values and duplicate ids with a clear error.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
 from .errors import DuplicateClientError, MalformedMessageError
 from .keys import PUBLIC_KEY_BYTES
+from .signing import SIG_BYTES, digest
 from .shamir import PRIME, SHARE_BYTES
 
 MAGIC = b"FSA1"
@@ -34,7 +41,7 @@ _HDR = struct.Struct("<4sB16s")
 _U32 = struct.Struct("<I")
 _U32x2 = struct.Struct("<II")
 
-T_ADVERTISE, T_KEYS, T_SHARES, T_FORWARD, T_MASKED, T_UNMASK_REQ, T_UNMASK_RESP = range(1, 8)
+T_ADVERTISE, T_KEYS, T_SHARES, T_FORWARD, T_MASKED, T_UNMASK_REQ, T_UNMASK_RESP, T_CONS_REQ, T_CONS_SIG = range(1, 10)
 
 
 def _check_round(round_id) -> None:
@@ -94,12 +101,34 @@ def _header(t: int, round_id: bytes) -> bytes:
     return _HDR.pack(MAGIC, t, bytes(round_id))
 
 
+_U16 = struct.Struct("<H")
+
+
+def _blob(b: bytes) -> bytes:
+    return _U16.pack(len(b)) + bytes(b)
+
+
+def _read_blob(r: "_Reader") -> bytes:
+    (n,) = _U16.unpack(r.take(2))
+    return bytes(r.take(n))
+
+
+def _check_sig(sig, what="signature") -> None:
+    if not isinstance(sig, (bytes, bytearray)) or len(sig) not in (0, SIG_BYTES):
+        raise MalformedMessageError(f"{what} must be empty or {SIG_BYTES} bytes")
+
+
+def _pack_ids(ids) -> bytes:
+    return struct.pack(f"<{len(ids)}I", *ids)
+
+
 @dataclass(frozen=True)
 class AdvertiseKeys:
     round_id: bytes
     sender: int
     c_pk: bytes
     s_pk: bytes
+    signature: bytes = b""
 
     def validate(self) -> None:
         if self.__dict__.get("_validated"):
@@ -108,15 +137,20 @@ class AdvertiseKeys:
         _check_id(self.sender, "sender")
         _check_blob(self.c_pk, PUBLIC_KEY_BYTES, "c_pk")
         _check_blob(self.s_pk, PUBLIC_KEY_BYTES, "s_pk")
+        _check_sig(self.signature)
         if self.c_pk == self.s_pk:
             raise MalformedMessageError("c_pk and s_pk must differ")
 
+    def signed_parts(self):
+        return b"advertise", self.round_id, self.sender, self.c_pk, self.s_pk
+
     def encode(self) -> bytes:
-        return _header(T_ADVERTISE, self.round_id) + _U32.pack(self.sender) + bytes(self.c_pk) + bytes(self.s_pk)
+        return (_header(T_ADVERTISE, self.round_id) + _U32.pack(self.sender) + bytes(self.c_pk) + bytes(self.s_pk)
+                + _blob(self.signature))
 
     @classmethod
     def _decode(cls, rid, r: _Reader):
-        return cls(rid, r.u32(), bytes(r.take(32)), bytes(r.take(32)))
+        return cls(rid, r.u32(), bytes(r.take(32)), bytes(r.take(32)), _read_blob(r))
 
 
 @dataclass(frozen=True)
@@ -125,37 +159,45 @@ class KeyBroadcast:
     round_id: bytes
     receiver: int
     keys: dict  # id -> (c_pk, s_pk)
+    signatures: dict = field(default_factory=dict)  # id -> advertisement signature (active mode)
 
     def validate(self) -> None:
         if self.__dict__.get("_validated"):
             return
         _check_round(self.round_id)
         _check_id(self.receiver, "receiver")
-        if not isinstance(self.keys, dict):
-            raise MalformedMessageError("keys must be a dict")
+        if not isinstance(self.keys, dict) or not isinstance(self.signatures, dict):
+            raise MalformedMessageError("keys and signatures must be dicts")
         for i, pair in self.keys.items():
             _check_id(i)
             if not isinstance(pair, tuple) or len(pair) != 2:
                 raise MalformedMessageError("keys values must be (c_pk, s_pk)")
             _check_blob(pair[0], PUBLIC_KEY_BYTES, "c_pk")
             _check_blob(pair[1], PUBLIC_KEY_BYTES, "s_pk")
+        for i, sig in self.signatures.items():
+            if i not in self.keys:
+                raise MalformedMessageError("signature for a client without keys")
+            _check_sig(sig)
 
     def encode(self) -> bytes:
         parts = [_header(T_KEYS, self.round_id), _U32x2.pack(self.receiver, len(self.keys))]
         for i, (c, s) in self.keys.items():
-            parts += [_U32.pack(i), c, s]
+            parts += [_U32.pack(i), c, s, _blob(self.signatures.get(i, b""))]
         return b"".join(parts)
 
     @classmethod
     def _decode(cls, rid, r: _Reader):
         recv = r.u32()
-        keys = {}
-        for _ in range(r.count(68)):
+        keys, sigs = {}, {}
+        for _ in range(r.count(70)):
             i = r.u32()
             if i in keys:
                 raise DuplicateClientError(f"duplicate client id {i} in key broadcast")
             keys[i] = (bytes(r.take(32)), bytes(r.take(32)))
-        return cls(rid, recv, keys)
+            sig = _read_blob(r)
+            if sig:
+                sigs[i] = sig
+        return cls(rid, recv, keys, sigs)
 
 
 def _enc_ct_map(t, rid, who, cts: dict) -> bytes:
@@ -202,6 +244,8 @@ class ShareKeys:
     round_id: bytes
     sender: int
     ciphertexts: dict  # receiver -> ciphertext
+    commitment: bytes = b""  # SHA-256 commitment to the self-mask secret b_u
+    signature: bytes = b""
 
     def validate(self) -> None:
         if self.__dict__.get("_validated"):
@@ -209,13 +253,21 @@ class ShareKeys:
         _check_round(self.round_id)
         _check_id(self.sender, "sender")
         _validate_ct_map(self.ciphertexts)
+        _check_blob(self.commitment, 32, "commitment")
+        _check_sig(self.signature)
+
+    def signed_parts(self):
+        cts = b"".join(_U32.pack(v) + _blob(self.ciphertexts[v]) for v in sorted(self.ciphertexts))
+        return b"share_keys", self.round_id, self.sender, self.commitment, digest(cts)
 
     def encode(self) -> bytes:
-        return _enc_ct_map(T_SHARES, self.round_id, self.sender, self.ciphertexts)
+        return (_enc_ct_map(T_SHARES, self.round_id, self.sender, self.ciphertexts) + bytes(self.commitment)
+                + _blob(self.signature))
 
     @classmethod
     def _decode(cls, rid, r):
-        return cls(rid, *_dec_ct_map(r))
+        who, cts = _dec_ct_map(r)
+        return cls(rid, who, cts, bytes(r.take(32)), _read_blob(r))
 
 
 @dataclass(frozen=True)
@@ -247,6 +299,7 @@ class MaskedInput:
     client_ids: tuple
     vector: np.ndarray
     bits: int
+    signature: bytes = b""  # active mode: the single sender's signature (pre-sums carry none)
 
     def validate(self) -> None:
         if self.__dict__.get("_validated"):
@@ -263,15 +316,24 @@ class MaskedInput:
             raise MalformedMessageError(f"vector must be a 1-D {np.dtype(want).name} array")
         if self.bits < v.dtype.itemsize * 8 and v.size and int(v.max()) >> self.bits:
             raise MalformedMessageError(f"vector entries must be < 2^{self.bits}")
+        _check_sig(self.signature)
+        if self.signature and len(self.client_ids) != 1:
+            raise MalformedMessageError("only a single client's masked input is signed")
+
+    def _le_bytes(self) -> bytes:
+        return np.ascontiguousarray(self.vector, dtype=self.vector.dtype.newbyteorder("<")).tobytes()
+
+    def signed_parts(self):
+        return b"masked_input", self.round_id, self.client_ids[0], bytes([self.bits]), digest(self._le_bytes())
 
     def encode(self) -> bytes:
         ids = self.client_ids
         return b"".join([_header(T_MASKED, self.round_id), struct.pack("<BI", self.bits, len(ids)),
                          struct.pack(f"<{len(ids)}I", *ids), _U32.pack(self.vector.size),
-                         np.ascontiguousarray(self.vector, dtype=self.vector.dtype.newbyteorder("<")).tobytes()])
+                         self._le_bytes(), _blob(self.signature)])
 
     def wire_size(self) -> int:
-        return _HDR.size + 5 + 4 * len(self.client_ids) + 4 + self.vector.nbytes
+        return _HDR.size + 5 + 4 * len(self.client_ids) + 4 + self.vector.nbytes + 2 + len(self.signature)
 
     @classmethod
     def _decode(cls, rid, r):
@@ -282,7 +344,72 @@ class MaskedInput:
         dt = np.dtype("<u4" if bits <= 32 else "<u8")
         m = r.count(dt.itemsize)
         vec = np.frombuffer(r.take(m * dt.itemsize), dtype=dt).astype(dt.newbyteorder("="), copy=True)
-        return cls(rid, ids, vec, bits)
+        return cls(rid, ids, vec, bits, _read_blob(r))
+
+
+@dataclass(frozen=True)
+class ConsistencyRequest:
+    """Server -> client (active mode): the survivor set U3 (every client whose
+    masked input arrived), to be signed (Bonawitz et al. ConsistencyCheck)."""
+    round_id: bytes
+    receiver: int
+    survivors: tuple
+
+    def validate(self) -> None:
+        if self.__dict__.get("_validated"):
+            return
+        _check_round(self.round_id)
+        _check_id(self.receiver, "receiver")
+        if not isinstance(self.survivors, tuple):
+            raise MalformedMessageError("survivors must be a tuple")
+        _check_ids(self.survivors)
+        if list(self.survivors) != sorted(self.survivors):
+            raise MalformedMessageError("survivors must be sorted")
+
+    def survivors_digest(self) -> bytes:
+        return digest(_pack_ids(self.survivors))
+
+    def encode(self) -> bytes:
+        s = self.survivors
+        return b"".join([_header(T_CONS_REQ, self.round_id), _U32x2.pack(self.receiver, len(s)), _pack_ids(s)])
+
+    @classmethod
+    def _decode(cls, rid, r):
+        recv = r.u32()
+        return cls(rid, recv, tuple(struct.unpack(f"<{(n := r.count(4))}I", r.take(4 * n))))
+
+
+def survivors_digest(survivors) -> bytes:
+    """What a ConsistencySignature signs: SHA-256 of the sorted survivor ids."""
+    return digest(_pack_ids(tuple(sorted(survivors))))
+
+
+@dataclass(frozen=True)
+class ConsistencySignature:
+    """Client -> server (active mode): signature on the digest of the survivor set."""
+    round_id: bytes
+    sender: int
+    survivors_digest: bytes
+    signature: bytes
+
+    def validate(self) -> None:
+        if self.__dict__.get("_validated"):
+            return
+        _check_round(self.round_id)
+        _check_id(self.sender, "sender")
+        _check_blob(self.survivors_digest, 32, "survivors_digest")
+        _check_sig(self.signature)
+
+    def signed_parts(self):
+        return b"consistency", self.round_id, self.sender, self.survivors_digest
+
+    def encode(self) -> bytes:
+        return (_header(T_CONS_SIG, self.round_id) + _U32.pack(self.sender) + bytes(self.survivors_digest)
+                + _blob(self.signature))
+
+    @classmethod
+    def _decode(cls, rid, r):
+        return cls(rid, r.u32(), bytes(r.take(32)), _read_blob(r))
 
 
 @dataclass(frozen=True)
@@ -293,6 +420,7 @@ class UnmaskRequest:
     receiver: int
     survivors: tuple
     dropped: tuple
+    signatures: dict = field(default_factory=dict)  # active mode: id -> consistency signature
 
     def validate(self) -> None:
         if self.__dict__.get("_validated"):
@@ -304,18 +432,30 @@ class UnmaskRequest:
                 raise MalformedMessageError(f"{name} must be a tuple")
         _check_ids(self.survivors)
         _check_ids(self.dropped)
+        if not isinstance(self.signatures, dict):
+            raise MalformedMessageError("signatures must be a dict")
+        for i, sig in self.signatures.items():
+            _check_id(i)
+            _check_sig(sig)
 
     def encode(self) -> bytes:
-        s, d = self.survivors, self.dropped
+        s, d, g = self.survivors, self.dropped, self.signatures
         return b"".join([_header(T_UNMASK_REQ, self.round_id), _U32x2.pack(self.receiver, len(s)),
-                         struct.pack(f"<{len(s)}I", *s), _U32.pack(len(d)), struct.pack(f"<{len(d)}I", *d)])
+                         _pack_ids(s), _U32.pack(len(d)), _pack_ids(d), _U32.pack(len(g))]
+                        + [_U32.pack(i) + _blob(sig) for i, sig in g.items()])
 
     @classmethod
     def _decode(cls, rid, r):
         recv = r.u32()
         s = tuple(struct.unpack(f"<{(n := r.count(4))}I", r.take(4 * n)))
         d = tuple(struct.unpack(f"<{(n := r.count(4))}I", r.take(4 * n)))
-        return cls(rid, recv, s, d)
+        g = {}
+        for _ in range(r.count(6)):
+            i = r.u32()
+            if i in g:
+                raise DuplicateClientError(f"duplicate signer {i} in unmask request")
+            g[i] = _read_blob(r)
+        return cls(rid, recv, s, d, g)
 
 
 def _enc_shares(d: dict) -> bytes:
@@ -339,6 +479,7 @@ class UnmaskResponse:
     sender: int
     self_mask_shares: dict  # owner -> share of b_owner
     key_shares: dict  # owner -> share of s_owner^SK
+    signature: bytes = b""
 
     def validate(self) -> None:
         if self.__dict__.get("_validated"):
@@ -355,20 +496,26 @@ class UnmaskResponse:
         both = self.self_mask_shares.keys() & self.key_shares.keys()
         if both:
             raise MalformedMessageError(f"both shares revealed for owners {sorted(both)}")
+        _check_sig(self.signature)
+
+    def signed_parts(self):
+        body = _enc_shares(dict(sorted(self.self_mask_shares.items()))) + _enc_shares(dict(sorted(self.key_shares.items())))
+        return b"unmask", self.round_id, self.sender, digest(body)
 
     def encode(self) -> bytes:
         return b"".join([_header(T_UNMASK_RESP, self.round_id), _U32.pack(self.sender),
-                         _enc_shares(self.self_mask_shares), _enc_shares(self.key_shares)])
+                         _enc_shares(self.self_mask_shares), _enc_shares(self.key_shares), _blob(self.signature)])
 
     @classmethod
     def _decode(cls, rid, r):
-        return cls(rid, r.u32(), _dec_shares(r), _dec_shares(r))
+        return cls(rid, r.u32(), _dec_shares(r), _dec_shares(r), _read_blob(r))
 
 
 _TYPES = {T_ADVERTISE: AdvertiseKeys, T_KEYS: KeyBroadcast, T_SHARES: ShareKeys,
           T_FORWARD: ForwardedShares, T_MASKED: MaskedInput, T_UNMASK_REQ: UnmaskRequest,
-          T_UNMASK_RESP: UnmaskResponse}
-Message = AdvertiseKeys | KeyBroadcast | ShareKeys | ForwardedShares | MaskedInput | UnmaskRequest | UnmaskResponse
+          T_UNMASK_RESP: UnmaskResponse, T_CONS_REQ: ConsistencyRequest, T_CONS_SIG: ConsistencySignature}
+Message = (AdvertiseKeys | KeyBroadcast | ShareKeys | ForwardedShares | MaskedInput | UnmaskRequest | UnmaskResponse
+           | ConsistencyRequest | ConsistencySignature)
 
 
 def decode(data: bytes) -> Message:
@@ -389,16 +536,20 @@ def decode(data: bytes) -> Message:
     return msg
 
 
-def presum(msgs: Sequence[MaskedInput]) -> MaskedInput:
+def presum(msgs: Sequence[MaskedInput], registry=None) -> MaskedInput:
     """Pre-sum masked inputs of several clients mod 2^bits (e.g. in a worker).
 
     The server accepts the result like any masked input; it covers the union
-    of the client ids (which must be disjoint).
+    of the client ids (which must be disjoint).  Pre-summing is the server's
+    addition done where the vectors are: with a ``registry`` (active mode) each
+    part's signature is verified first, as the server would.
     """
     if not msgs:
         raise ValueError("nothing to pre-sum")
     for msg in msgs:
         msg.validate()
+        if registry is not None:
+            registry.verify_message(msg)
     first = msgs[0]
     if any(m.round_id != first.round_id or m.bits != first.bits or m.vector.shape != first.vector.shape
            for m in msgs):

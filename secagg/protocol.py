@@ -17,15 +17,15 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from .client import SecAggClient
 from .config import RoundConfig, make_config
 from .errors import SecAggError
 from .messages import MaskedInput, decode
 from .prg import MaskExpander, word_dtype
-from .server import STAGES, SecAggServer
-from .workers import WorkerPool, client_rand, run_clients_stage
+from .server import ACTIVE_STAGES, STAGES, SecAggServer, stages_for
+from .signing import verify_key_bytes
+from .workers import WorkerPool, identity_keys, make_client, run_clients_stage
 
-_STAGE_ALIASES = {**{s: s for s in STAGES}, **{i: s for i, s in enumerate(STAGES)},
+_STAGE_ALIASES = {**{s: s for s in ACTIVE_STAGES}, **{i: s for i, s in enumerate(STAGES)},
                   "advertise": STAGES[0], "share": STAGES[1], "masked": STAGES[2], "unmask": STAGES[3]}
 
 
@@ -62,6 +62,8 @@ class ProtocolResult:
     prg_bytes_clients: int
     prg_bytes_server: int
     config: RoundConfig = field(repr=False, default=None)
+    malicious: bool = False
+    cheaters: list = field(default_factory=list)
 
     @property
     def prg_bytes(self) -> int:
@@ -78,17 +80,18 @@ class ProtocolResult:
                 "bytes_received_per_client": self.bytes_received_per_client,
                 "server_bytes_sent": self.server_bytes_sent,
                 "prg_bytes": self.prg_bytes, "prg_bytes_clients": self.prg_bytes_clients,
-                "prg_bytes_server": self.prg_bytes_server, "rejected": len(self.rejected)}
+                "prg_bytes_server": self.prg_bytes_server, "rejected": len(self.rejected),
+                "malicious": self.malicious, "cheaters": list(self.cheaters)}
 
 
-def _normalise_dropouts(dropouts, n: int) -> dict[str, set[int]]:
-    out = {s: set() for s in STAGES}
+def _normalise_dropouts(dropouts, n: int, stages=STAGES) -> dict[str, set[int]]:
+    out = {s: set() for s in stages}
     if not dropouts:
         return out
     seen: set[int] = set()
     for stage, ids in dropouts.items():
-        if stage not in _STAGE_ALIASES:
-            raise ValueError(f"unknown stage {stage!r}; use one of {STAGES}")
+        if stage not in _STAGE_ALIASES or _STAGE_ALIASES[stage] not in out:
+            raise ValueError(f"unknown stage {stage!r}; use one of {stages}")
         ids = {int(i) for i in ids}
         bad = [i for i in ids if not 0 <= i < n]
         if bad:
@@ -114,8 +117,13 @@ def run_protocol(inputs: np.ndarray, *, bits: int = 32, dropouts: Mapping | None
     integers in ``[0, 2^bits)``) and return the sum of the survivors' rows.
 
     dropouts: ``{stage: ids}``; stage is a name in
-        ``('advertise_keys', 'share_keys', 'masked_input', 'unmasking')`` or its
-        index; those clients never send that stage's message nor anything later.
+        ``('advertise_keys', 'share_keys', 'masked_input', 'unmasking')`` (and
+        ``'consistency'`` with ``malicious``) or its index; those clients never
+        send that stage's message nor anything later.
+    malicious: the active-security protocol (Bonawitz et al. §4): long-term
+        Ed25519 identity keys registered in the round config (the PKI), signed
+        messages and the ConsistencyCheck round; ``(k, t)`` from the malicious
+        rule of :mod:`secagg.graph`.
     mode: ``'secagg+'`` (Harary graph, ``k``/``t`` from ``dropout_rate``,
         ``corrupt_fraction``, ``security_bits``) or ``'secagg'`` (complete graph).
     threshold, k: override the automatic choice.
@@ -142,34 +150,53 @@ def run_protocol(inputs: np.ndarray, *, bits: int = 32, dropouts: Mapping | None
         raise ValueError(f"inputs must lie in [0, 2^{bits})")
     if workers < 1:
         raise ValueError("workers must be >= 1")
-    cfg = config or make_config(n, m, bits=bits, mode=mode, threshold=threshold, k=k,
-                                dropout_rate=dropout_rate, corrupt_fraction=corrupt_fraction,
-                                security_bits=security_bits, malicious=malicious, seed=seed, prg=prg,
-                                round_id=round_id)
+    malicious = bool(config.malicious) if config is not None else bool(malicious)
+    sign_keys = identity_keys(n, seed, deterministic) if malicious else None
+    if config is None:
+        vks = None
+        if malicious:
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+            vks = [verify_key_bytes(Ed25519PrivateKey.from_private_bytes(sign_keys[i])) for i in range(n)]
+        config = make_config(n, m, bits=bits, mode=mode, threshold=threshold, k=k,
+                             dropout_rate=dropout_rate, corrupt_fraction=corrupt_fraction,
+                             security_bits=security_bits, malicious=malicious, seed=seed, prg=prg,
+                             round_id=round_id, verify_keys=vks)
+    elif malicious and sign_keys_from_config(config, sign_keys) is None:
+        raise ValueError("a malicious config must register the identity keys of identity_keys(n, seed, deterministic)")
+    cfg = config
     if (cfg.n, cfg.m, cfg.bits) != (n, m, bits):
         raise ValueError("config does not match inputs")
-    drops = _normalise_dropouts(dropouts, n)
+    stages = stages_for(cfg.malicious)
+    drops = _normalise_dropouts(dropouts, n, stages)
     t_start = time.perf_counter()
 
     server_ex = MaskExpander(m, bits, cfg.prg)
     server = SecAggServer(cfg, server_ex)
     pool = clients = client_ex = None
     if workers > 1:
-        pool = WorkerPool(cfg, x, workers, seed, deterministic, group=0 if presum_group_size <= 1 else presum_group_size)
+        pool = WorkerPool(cfg, x, workers, seed, deterministic, group=0 if presum_group_size <= 1 else presum_group_size,
+                          sign_keys=sign_keys)
     else:
         client_ex = MaskExpander(m, bits, cfg.prg)
-        clients = {i: SecAggClient(i, cfg, client_rand(i, seed, deterministic), client_ex) for i in range(n)}
+        clients = {i: make_client(i, cfg, seed, deterministic, client_ex, sign_keys) for i in range(n)}
     rejected: list = []
-    sent_by_stage = {s: defaultdict(int) for s in STAGES}
+    sent_by_stage = {s: defaultdict(int) for s in stages}
     received = defaultdict(int)
     server_sent = 0
-    client_s = {s: 0.0 for s in STAGES}
-    server_s = {s: 0.0 for s in STAGES}
-    stage_s = {s: 0.0 for s in STAGES}
-    not_sent = {s: set() for s in STAGES}
-    handlers = dict(zip(STAGES, (server.receive_advertise, server.receive_share_keys,
-                                 server.receive_masked_input, server.receive_unmask)))
-    closers = (server.broadcast_keys, server.forward_shares, server.unmask_requests, server.finalize)
+    client_s = {s: 0.0 for s in stages}
+    server_s = {s: 0.0 for s in stages}
+    stage_s = {s: 0.0 for s in stages}
+    not_sent = {s: set() for s in stages}
+    if cfg.malicious:
+        handlers = dict(zip(stages, (server.receive_advertise, server.receive_share_keys, server.receive_masked_input,
+                                     server.receive_consistency, server.receive_unmask)))
+        closers = (server.broadcast_keys, server.forward_shares, server.consistency_requests,
+                   server.unmask_requests, server.finalize)
+    else:
+        handlers = dict(zip(stages, (server.receive_advertise, server.receive_share_keys,
+                                     server.receive_masked_input, server.receive_unmask)))
+        closers = (server.broadcast_keys, server.forward_shares, server.unmask_requests, server.finalize)
 
     def intercept(stage, direction, party, msg):
         if interceptor is None:
@@ -215,7 +242,7 @@ def run_protocol(inputs: np.ndarray, *, bits: int = 32, dropouts: Mapping | None
         for mm, _ in msgs:
             t0 = time.perf_counter()
             try:
-                handlers[stage](mm)
+                handlers[stage](mm, origin=who)
             except SecAggError as e:
                 rejected.append((stage, party, repr(e)))
             finally:
@@ -232,7 +259,7 @@ def run_protocol(inputs: np.ndarray, *, bits: int = 32, dropouts: Mapping | None
 
     try:
         downs = {i: None for i in range(n)}
-        for si, stage in enumerate(STAGES):
+        for si, stage in enumerate(stages):
             t_stage = time.perf_counter()
             deliver = {}
             for i in sorted(downs):
@@ -286,7 +313,7 @@ def run_protocol(inputs: np.ndarray, *, bits: int = 32, dropouts: Mapping | None
 
     survivors = sorted(server.u3)
     per_client = defaultdict(int)
-    for s in STAGES:
+    for s in stages:
         for i, b in sent_by_stage[s].items():
             per_client[i] += b
     mean = lambda vals: float(np.mean(list(vals))) if len(vals) else 0.0  # noqa: E731
@@ -298,8 +325,16 @@ def run_protocol(inputs: np.ndarray, *, bits: int = 32, dropouts: Mapping | None
         per_stage_seconds=stage_s, client_seconds=client_s, server_seconds=server_s,
         total_seconds=time.perf_counter() - t_start,
         bytes_sent_per_client=mean([per_client[i] for i in survivors]),
-        bytes_sent_per_client_by_stage={s: mean(sent_by_stage[s].values()) for s in STAGES},
+        bytes_sent_per_client_by_stage={s: mean(sent_by_stage[s].values()) for s in stages},
         bytes_received_per_client=mean([received[i] for i in survivors]),
         server_bytes_sent=server_sent,
         prg_bytes_clients=prg_clients, prg_bytes_server=server_ex.bytes_generated,
-        config=cfg)
+        config=cfg, malicious=cfg.malicious, cheaters=sorted(server.cheaters))
+
+
+def sign_keys_from_config(cfg: RoundConfig, sign_keys: dict):
+    """``sign_keys`` if their public halves are the ones ``cfg`` registers, else None."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    vks = tuple(verify_key_bytes(Ed25519PrivateKey.from_private_bytes(sign_keys[i])) for i in range(cfg.n))
+    return sign_keys if vks == cfg.verify_keys else None

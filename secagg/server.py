@@ -2,32 +2,51 @@
 Bell et al., CCS 2020).
 
 Each stage collects client messages (``receive_*``, which reject malformed,
-duplicate, unknown or out-of-stage messages without touching the state) and
-is closed by a method producing the messages of the next stage::
+duplicate, unknown, unauthenticated or out-of-stage messages without touching
+the state) and is closed by a method producing the messages of the next stage::
 
-    receive_advertise(AdvertiseKeys)*     -> broadcast_keys()   {id: KeyBroadcast}
-    receive_share_keys(ShareKeys)*        -> forward_shares()   {id: ForwardedShares}
-    receive_masked_input(MaskedInput)*    -> unmask_requests()  {id: UnmaskRequest}
-    receive_unmask(UnmaskResponse)*       -> finalize()         sum mod 2^b
+    receive_advertise(AdvertiseKeys)*          -> broadcast_keys()        {id: KeyBroadcast}
+    receive_share_keys(ShareKeys)*             -> forward_shares()        {id: ForwardedShares}
+    receive_masked_input(MaskedInput)*         -> consistency_requests()  {id: ConsistencyRequest}  (active)
+    receive_consistency(ConsistencySignature)* -> unmask_requests()       {id: UnmaskRequest}
+    receive_unmask(UnmaskResponse)*            -> finalize()              sum mod 2^b
+
+In semi-honest mode ``unmask_requests()`` closes the masked-input stage
+directly.  Every ``receive_*`` takes ``origin``: the client ids that the
+transport authenticated for the connection the message came on (a device's
+own id; a worker's hosted ids for a pre-sum).  A message naming a sender
+outside ``origin`` is an :class:`~secagg.errors.AuthenticationError`; in
+active mode every single-client message must also carry a valid signature.
 
 ``MaskedInput`` may cover several clients (pre-summed by a worker).  If fewer
 than t parties remain at any stage, or some needed secret has fewer than t
-shares, :class:`SecAggAbort` is raised and no (partial) sum is released.
+consistent shares, :class:`SecAggAbort` is raised and no (partial) sum is
+released.  Reconstructed secrets are verified (``b_u`` against the commitment
+sent with its shares, ``s_u^SK`` against ``s_u^PK``); wrong shares are found by
+Reed-Solomon decoding when more than t + 1 arrive, and their senders are
+listed in ``cheaters``.  A wrong sum is never returned silently.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .config import RoundConfig
-from .errors import (DuplicateClientError, InconsistentSharesError, MalformedMessageError,
-                     ProtocolStateError, SecAggAbort, UnknownClientError)
-from .keys import agree, load_public, mask_seed, private_key_from_bytes, public_bytes, self_mask_seed
-from .messages import (AdvertiseKeys, ForwardedShares, KeyBroadcast, MaskedInput, ShareKeys, UnmaskRequest,
-                       UnmaskResponse)
+from .errors import (AuthenticationError, BadPublicKeyError, DuplicateClientError, InconsistentSharesError,
+                     MalformedMessageError, ProtocolStateError, SecAggAbort, UnknownClientError)
+from .keys import (agree, check_public_key, commit_self_mask, load_public, mask_seed, private_key_from_bytes,
+                   public_bytes, self_mask_seed)
+from .messages import (AdvertiseKeys, ConsistencyRequest, ConsistencySignature, ForwardedShares, KeyBroadcast,
+                       MaskedInput, ShareKeys, UnmaskRequest, UnmaskResponse, survivors_digest)
 from .prg import MaskExpander, reduce_mod
-from .shamir import reconstruct, x_of
+from .shamir import reconstruct_checked, x_of
 
 STAGES = ("advertise_keys", "share_keys", "masked_input", "unmasking")
+ACTIVE_STAGES = ("advertise_keys", "share_keys", "masked_input", "consistency", "unmasking")
+
+
+def stages_for(malicious: bool) -> tuple:
+    """The protocol's client stages: the ConsistencyCheck round only in active mode."""
+    return ACTIVE_STAGES if malicious else STAGES
 
 
 class SecAggServer:
@@ -36,16 +55,21 @@ class SecAggServer:
         self.expander = expander if expander is not None else MaskExpander(config.m, config.bits, config.prg)
         self.stage = "advertise_keys"
         self.u1: dict[int, tuple[bytes, bytes]] = {}
+        self.u1_sigs: dict[int, bytes] = {}
         self.u2: dict[int, dict[int, bytes]] = {}
+        self.commitments: dict[int, bytes] = {}
         self.u3: set[int] = set()
+        self.u4: dict[int, bytes] = {}  # active mode: consistency signatures on U3
         self.responses: dict[int, UnmaskResponse] = {}
+        self.cheaters: set[int] = set()
         self._requests: dict[int, UnmaskRequest] = {}
         self._acc = np.zeros(config.m, dtype=config.dtype)
         self._pks: set[bytes] = set()
+        self._u3_digest: bytes | None = None
         self.result: np.ndarray | None = None
 
     # -- helpers ---------------------------------------------------------
-    def _expect(self, stage: str, msg, cls) -> None:
+    def _expect(self, stage: str, msg, cls, origin) -> None:
         if self.stage != stage:
             raise ProtocolStateError(f"server is in stage {self.stage!r}, got a {stage!r} message")
         if not isinstance(msg, cls):
@@ -53,6 +77,17 @@ class SecAggServer:
         msg.validate()
         if msg.round_id != self.cfg.round_id:
             raise MalformedMessageError("message is for another round (replay?)")
+        ids = msg.client_ids if isinstance(msg, MaskedInput) else (msg.sender,)
+        if origin is not None:
+            foreign = sorted(set(ids) - set(origin))
+            if foreign:
+                raise AuthenticationError(f"message claims clients {foreign[:5]} but came from a connection "
+                                          f"authenticated for {sorted(origin)[:5]} (forged sender id)")
+
+    def _verify(self, msg) -> None:
+        """Active mode: the message's signature by its sender."""
+        if self.cfg.malicious:
+            self.cfg.registry().verify_message(msg)
 
     def _abort(self, why: str):
         self.stage = "aborted"
@@ -67,31 +102,45 @@ class SecAggServer:
         self.stage = nxt
 
     # -- stage 0 ---------------------------------------------------------
-    def receive_advertise(self, msg: AdvertiseKeys) -> None:
-        self._expect("advertise_keys", msg, AdvertiseKeys)
+    def receive_advertise(self, msg: AdvertiseKeys, origin=None) -> None:
+        """Accept a key advertisement; a low-order key excludes only its sender."""
+        self._expect("advertise_keys", msg, AdvertiseKeys, origin)
         u = msg.sender
         if not 0 <= u < self.cfg.n:
             raise UnknownClientError(f"unknown client id {u}")
         if u in self.u1:
             raise DuplicateClientError(f"client {u} already advertised keys")
+        self._verify(msg)
         if msg.c_pk in self._pks or msg.s_pk in self._pks:
             raise DuplicateClientError(f"client {u} advertised an already used public key")
+        for pk in (msg.c_pk, msg.s_pk):
+            try:
+                check_public_key(pk)
+            except BadPublicKeyError as e:
+                raise BadPublicKeyError(f"client {u} excluded: {e}") from None
         self.u1[u] = (msg.c_pk, msg.s_pk)
+        if msg.signature:
+            self.u1_sigs[u] = msg.signature
         self._pks.update((msg.c_pk, msg.s_pk))
 
     def broadcast_keys(self) -> dict[int, KeyBroadcast]:
         self._close("advertise_keys", "share_keys", len(self.u1))
-        nb, u1, rid = self.cfg.neighbours, self.u1, self.cfg.round_id
-        return {u: KeyBroadcast(rid, u, {v: u1[v] for v in sorted(nb[u]) if v in u1}) for u in sorted(u1)}
+        nb, u1, rid, sigs = self.cfg.neighbours, self.u1, self.cfg.round_id, self.u1_sigs
+        out = {}
+        for u in sorted(u1):
+            peers = [v for v in sorted(nb[u]) if v in u1]
+            out[u] = KeyBroadcast(rid, u, {v: u1[v] for v in peers}, {v: sigs[v] for v in peers if v in sigs})
+        return out
 
     # -- stage 1 ---------------------------------------------------------
-    def receive_share_keys(self, msg: ShareKeys) -> None:
-        self._expect("share_keys", msg, ShareKeys)
+    def receive_share_keys(self, msg: ShareKeys, origin=None) -> None:
+        self._expect("share_keys", msg, ShareKeys, origin)
         u = msg.sender
         if u not in self.u1:
             raise UnknownClientError(f"client {u} did not advertise keys")
         if u in self.u2:
             raise DuplicateClientError(f"client {u} already shared keys")
+        self._verify(msg)
         want = {v for v in self.cfg.neighbours[u] if v in self.u1}
         got = set(msg.ciphertexts)
         if got - want:
@@ -99,6 +148,7 @@ class SecAggServer:
         if got != want:
             raise MalformedMessageError(f"client {u} must address all {len(want)} neighbours in U1")
         self.u2[u] = msg.ciphertexts
+        self.commitments[u] = msg.commitment
 
     def forward_shares(self) -> dict[int, ForwardedShares]:
         self._close("share_keys", "masked_input", len(self.u2))
@@ -106,9 +156,15 @@ class SecAggServer:
         return {v: ForwardedShares(rid, v, {u: u2[u][v] for u in sorted(nb[v]) if u in u2}) for v in sorted(u2)}
 
     # -- stage 2 ---------------------------------------------------------
-    def receive_masked_input(self, msg: MaskedInput) -> None:
-        """Accept one masked vector, or a worker's pre-sum covering several clients."""
-        self._expect("masked_input", msg, MaskedInput)
+    def receive_masked_input(self, msg: MaskedInput, origin=None) -> None:
+        """Accept one masked vector, or a worker's pre-sum covering several clients.
+
+        In active mode a single client's vector must be signed by it; a pre-sum
+        (whose parts the worker verified, as :func:`~secagg.messages.presum`
+        does with a registry) is accepted only from an authenticated ``origin``
+        that covers all its ids.
+        """
+        self._expect("masked_input", msg, MaskedInput, origin)
         if msg.bits != self.cfg.bits or msg.vector.shape != (self.cfg.m,):
             raise MalformedMessageError(f"masked input must be {self.cfg.m} words of {self.cfg.bits} bits")
         ids = msg.client_ids
@@ -118,28 +174,63 @@ class SecAggServer:
         dup = [u for u in ids if u in self.u3]
         if dup:
             raise DuplicateClientError(f"masked input already received for {sorted(dup)[:5]}")
+        if self.cfg.malicious:
+            if len(ids) == 1:
+                self._verify(msg)
+            elif origin is None:
+                raise AuthenticationError("active mode: a pre-summed masked input needs an authenticated origin")
         np.add(self._acc, msg.vector, out=self._acc)
         self.u3.update(ids)
 
-    def unmask_requests(self) -> dict[int, UnmaskRequest]:
-        self._close("masked_input", "unmasking", len(self.u3))
+    def _build_unmask_requests(self) -> dict[int, UnmaskRequest]:
         nb, u2, u3, rid = self.cfg.neighbours, self.u2, self.u3, self.cfg.round_id
         reqs = {}
-        for v in sorted(u3):
+        signers = self.u4
+        for v in sorted(u3 if not self.cfg.malicious else signers):
             held = [u for u in sorted(nb[v]) if u in u2]
             surv = tuple(sorted([u for u in held if u in u3] + [v]))  # v also holds a share of its own b_v
-            reqs[v] = UnmaskRequest(rid, v, surv, tuple(u for u in held if u not in u3))
-        self._requests = reqs
+            sigs = {u: signers[u] for u in surv if u in signers and u != v} if self.cfg.malicious else {}
+            reqs[v] = UnmaskRequest(rid, v, surv, tuple(u for u in held if u not in u3), sigs)
         return reqs
 
+    def consistency_requests(self) -> dict[int, ConsistencyRequest]:
+        """Active mode: close masked-input collection and send U3 to its members."""
+        if not self.cfg.malicious:
+            raise ProtocolStateError("the ConsistencyCheck round exists only in active mode (malicious=True)")
+        self._close("masked_input", "consistency", len(self.u3))
+        u3 = tuple(sorted(self.u3))
+        self._u3_digest = survivors_digest(u3)
+        return {v: ConsistencyRequest(self.cfg.round_id, v, u3) for v in u3}
+
+    def receive_consistency(self, msg: ConsistencySignature, origin=None) -> None:
+        self._expect("consistency", msg, ConsistencySignature, origin)
+        v = msg.sender
+        if v not in self.u3:
+            raise UnknownClientError(f"client {v} is not in U3")
+        if v in self.u4:
+            raise DuplicateClientError(f"client {v} already signed")
+        if msg.survivors_digest != self._u3_digest:
+            raise MalformedMessageError(f"client {v} signed another survivor set")
+        self._verify(msg)
+        self.u4[v] = msg.signature
+
+    def unmask_requests(self) -> dict[int, UnmaskRequest]:
+        if self.cfg.malicious:
+            self._close("consistency", "unmasking", len(self.u4))
+        else:
+            self._close("masked_input", "unmasking", len(self.u3))
+        self._requests = self._build_unmask_requests()
+        return self._requests
+
     # -- stage 3 ---------------------------------------------------------
-    def receive_unmask(self, msg: UnmaskResponse) -> None:
-        self._expect("unmasking", msg, UnmaskResponse)
+    def receive_unmask(self, msg: UnmaskResponse, origin=None) -> None:
+        self._expect("unmasking", msg, UnmaskResponse, origin)
         v = msg.sender
         if v not in self._requests:
             raise UnknownClientError(f"client {v} was not asked to unmask")
         if v in self.responses:
             raise DuplicateClientError(f"client {v} already answered")
+        self._verify(msg)
         req = self._requests[v]
         if not set(msg.self_mask_shares) <= set(req.survivors) or not set(msg.key_shares) <= set(req.dropped):
             raise MalformedMessageError(f"client {v} answered with shares that were not requested")
@@ -149,9 +240,16 @@ class SecAggServer:
         """Clients that shared keys but sent no masked input (U2 \\ U3)."""
         return sorted(set(self.u2) - self.u3)
 
+    def _recover(self, pts: list, check) -> int:
+        """One verified secret; holders whose shares were wrong join ``cheaters``."""
+        pts = sorted(pts, key=lambda p: (p[0] - 1) in self.cheaters)  # suspects last
+        secret, bad = reconstruct_checked(pts, self.cfg.threshold, check)
+        self.cheaters.update(x - 1 for x in bad)
+        return secret
+
     def finalize(self) -> np.ndarray:
-        """Reconstruct b_u (survivors) and s_u^SK (dropped), remove their masks,
-        and return the exact sum of the survivors' inputs mod 2^b."""
+        """Reconstruct b_u (survivors) and s_u^SK (dropped), verify them, remove
+        their masks, and return the exact sum of the survivors' inputs mod 2^b."""
         if self.stage != "unmasking":
             raise ProtocolStateError(f"server is in stage {self.stage!r}, cannot finalize")
         cfg, nb, t = self.cfg, self.cfg.neighbours, self.cfg.threshold
@@ -172,21 +270,24 @@ class SecAggServer:
         if short:
             self._abort(f"unmasking: fewer than t={t} shares for clients {short[:10]}"
                         f"{' ...' if len(short) > 10 else ''} ({len(short)} in total)")
+        rid = cfg.round_id
         try:
-            # reconstruct every secret before touching the sum (no partial result)
+            # reconstruct and verify every secret before touching the sum (no partial result)
             s_keys = {}
             for u in dropped:
-                s = reconstruct(s_pts[u][:t + 1], t)
-                if s >> 256:
-                    raise InconsistentSharesError(f"reconstructed key of client {u} is out of range")
-                sk = private_key_from_bytes(s.to_bytes(32, "little"))
-                if public_bytes(sk) != self.u1[u][1]:
-                    raise InconsistentSharesError(f"reconstructed key of client {u} does not match s_pk")
-                s_keys[u] = sk
-            b_vals = {u: reconstruct(b_pts[u][:t + 1], t) for u in sorted(self.u3)}
+                def key_ok(s, u=u):
+                    return not s >> 256 and public_bytes(private_key_from_bytes(s.to_bytes(32, "little"))) == self.u1[u][1]
+                s = self._recover(s_pts[u], key_ok)
+                s_keys[u] = private_key_from_bytes(s.to_bytes(32, "little"))
+            b_vals = {}
+            for u in sorted(self.u3):
+                com = self.commitments[u]
+                b_vals[u] = self._recover(b_pts[u], lambda b, u=u, com=com: commit_self_mask(b, rid, u) == com)
+        except InconsistentSharesError as e:
+            self._abort(f"unmasking: {e} (a share holder sent wrong shares; no sum is released)")
         except SecAggAbort as e:
             self._abort(f"unmasking: {e}")
-        acc, ex, rid = self._acc, self.expander, cfg.round_id
+        acc, ex = self._acc, self.expander
         for u in dropped:
             sk = s_keys[u]
             for v in sorted(nb[u]):

@@ -111,3 +111,109 @@ def int_to_bytes(v: int, n: int = SHARE_BYTES) -> bytes:
 
 def bytes_to_int(b: bytes) -> int:
     return int.from_bytes(b, "little")
+
+
+def _solve_mod(rows: list[list[int]], ncols: int) -> list[int] | None:
+    """Solve an (over-determined) linear system mod PRIME by Gauss-Jordan
+    elimination; rows are [a_0 .. a_{ncols-1}, b].  None if inconsistent; free
+    variables are set to 0."""
+    rows = [r[:] for r in rows]
+    piv_cols, r = [], 0
+    for c in range(ncols):
+        p = next((i for i in range(r, len(rows)) if rows[i][c] % PRIME), None)
+        if p is None:
+            continue
+        rows[r], rows[p] = rows[p], rows[r]
+        inv = pow(rows[r][c], -1, PRIME)
+        rows[r] = [v * inv % PRIME for v in rows[r]]
+        for i in range(len(rows)):
+            if i != r and rows[i][c] % PRIME:
+                f = rows[i][c]
+                rows[i] = [(a - f * b) % PRIME for a, b in zip(rows[i], rows[r])]
+        piv_cols.append(c)
+        r += 1
+        if r == len(rows):
+            break
+    if any(all(v % PRIME == 0 for v in row[:ncols]) and row[ncols] % PRIME for row in rows[r:]):
+        return None
+    sol = [0] * ncols
+    for i, c in enumerate(piv_cols):
+        sol[c] = rows[i][ncols]
+    return sol
+
+
+def _poly_divmod(num: list[int], den: list[int]) -> tuple[list[int], list[int]]:
+    """Polynomial division mod PRIME (coefficients lowest degree first)."""
+    num = num[:]
+    inv = pow(den[-1], -1, PRIME)
+    q = [0] * max(len(num) - len(den) + 1, 1)
+    for i in range(len(num) - len(den), -1, -1):
+        f = num[i + len(den) - 1] * inv % PRIME
+        q[i] = f
+        for j, d in enumerate(den):
+            num[i + j] = (num[i + j] - f * d) % PRIME
+    return q, num[:len(den) - 1]
+
+
+def _eval(poly: list[int], x: int) -> int:
+    acc = 0
+    for c in reversed(poly):
+        acc = (acc * x + c) % PRIME
+    return acc
+
+
+def berlekamp_welch(points: Sequence[tuple[int, int]], t: int) -> tuple[int, list[int]]:
+    """Decode a degree-(t-1) polynomial from ``r >= t`` points with up to
+    ``(r - t) // 2`` wrong values (Welch & Berlekamp 1986, the Reed-Solomon
+    decoder).  Returns ``(secret, x-coordinates of the wrong points)``; raises
+    :class:`InconsistentSharesError` when there are more errors than that."""
+    r = len(points)
+    e = (r - t) // 2
+    if e <= 0:
+        raise InconsistentSharesError(f"{r} shares for threshold {t}: too few to correct any error")
+    while e >= 1:
+        # unknowns: Q (t + e coefficients), E (e low coefficients; monic of degree e)
+        rows = []
+        for x, y in points:
+            xp = [pow(x, j, PRIME) for j in range(t + e + 1)]
+            rows.append(xp[:t + e] + [(-y * xp[j]) % PRIME for j in range(e)] + [y * xp[e] % PRIME])
+        sol = _solve_mod(rows, t + 2 * e)
+        if sol is not None:
+            q, err = sol[:t + e], sol[t + e:] + [1]
+            poly, rem = _poly_divmod(q, err)
+            if not any(rem):
+                poly = (poly + [0] * t)[:t]
+                bad = [x for x, y in points if _eval(poly, x) != y % PRIME]
+                if len(bad) <= (r - t) // 2:
+                    return poly[0], bad
+        e -= 1
+    raise InconsistentSharesError("Shamir shares are inconsistent beyond what can be corrected")
+
+
+def reconstruct_checked(points: Sequence[tuple[int, int]], t: int, check: Callable[[int], bool]) -> tuple[int, list[int]]:
+    """Recover a secret that ``check`` can verify (a commitment or a public key).
+
+    Fast path: interpolate the first t points and verify.  If that fails and
+    more than t + 1 points arrived, Berlekamp-Welch finds the polynomial and the
+    wrong shares (returned as their x-coordinates, so their holders can be
+    excluded).  Otherwise :class:`InconsistentSharesError`: never a wrong secret.
+    """
+    if len(points) < t:
+        raise SecAggAbort(f"need {t} shares, got {len(points)}")
+    if any(not 0 <= y < PRIME for _, y in points):
+        bad = [x for x, y in points if not 0 <= y < PRIME]
+        points = [(x, y) for x, y in points if 0 <= y < PRIME]
+        if len(points) < t:
+            raise InconsistentSharesError("share values outside the field")
+    else:
+        bad = []
+    s = _interpolate(points[:t])
+    if check(s):
+        return s, bad
+    if len(points) < t + 2:
+        raise InconsistentSharesError(f"reconstructed secret fails its check and only {len(points)} shares "
+                                      f"arrived for threshold {t}: the wrong share cannot be identified")
+    s, wrong = berlekamp_welch(points, t)
+    if not check(s):
+        raise InconsistentSharesError("decoded secret fails its check")
+    return s, bad + wrong

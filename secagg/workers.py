@@ -19,10 +19,23 @@ from .prg import MaskExpander
 from .rand import DeterministicRandomSource, SystemRandomSource
 
 
-def client_rand(i: int, seed, deterministic: bool):
+def client_rand(i: int, seed, deterministic: bool, purpose: bytes = b"client"):
     if deterministic:
-        return DeterministicRandomSource(0 if seed is None else seed, label=b"client-%d" % i)
+        return DeterministicRandomSource(0 if seed is None else seed, label=purpose + b"-%d" % i)
     return SystemRandomSource()
+
+
+def identity_keys(n: int, seed, deterministic: bool) -> dict[int, bytes]:
+    """Long-term Ed25519 private keys (raw bytes) of clients 0..n-1 for the active
+    mode: what each device holds; the public halves go to the PKI."""
+    return {i: client_rand(i, seed, deterministic, b"identity").bytes(32) for i in range(n)}
+
+
+def make_client(i: int, cfg, seed, deterministic: bool, expander, sign_keys: dict | None = None):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    sk = Ed25519PrivateKey.from_private_bytes(sign_keys[i]) if sign_keys else None
+    return SecAggClient(i, cfg, client_rand(i, seed, deterministic), expander, signing_key=sk)
 
 
 def run_clients_stage(clients: dict, stage: str, downs: dict, inputs=None, group: int = 0):
@@ -36,6 +49,12 @@ def run_clients_stage(clients: dict, stage: str, downs: dict, inputs=None, group
     clients (``0``: all of them).
     """
     pending = []
+    cfg = next(iter(clients.values())).cfg if clients else None
+    reg = cfg.registry() if cfg is not None and cfg.malicious else None
+
+    def _presum(msgs):  # the server's addition, done here: verify each part first in active mode
+        return presum(msgs, registry=reg)
+
     for i, msg in downs.items():
         c = clients[i]
         try:
@@ -45,6 +64,8 @@ def run_clients_stage(clients: dict, stage: str, downs: dict, inputs=None, group
                 out = c.share_keys(msg)
             elif stage == "masked_input":
                 out = c.masked_input(msg, inputs[i])
+            elif stage == "consistency":
+                out = c.consistency(msg)
             elif stage == "unmasking":
                 out = c.unmask(msg)
             else:
@@ -55,20 +76,20 @@ def run_clients_stage(clients: dict, stage: str, downs: dict, inputs=None, group
         if stage == "masked_input" and group != 1:
             pending.append(out)
             if group and len(pending) >= group:
-                yield ("up", tuple(mm.client_ids[0] for mm in pending), presum(pending),
+                yield ("up", tuple(mm.client_ids[0] for mm in pending), _presum(pending),
                        {mm.client_ids[0]: mm.wire_size() for mm in pending})
                 pending = []
         else:
             size = out.wire_size() if stage == "masked_input" else None
             yield ("up", (i,), out, {i: size})
     if pending:
-        yield ("up", tuple(mm.client_ids[0] for mm in pending), presum(pending),
+        yield ("up", tuple(mm.client_ids[0] for mm in pending), _presum(pending),
                {mm.client_ids[0]: mm.wire_size() for mm in pending})
 
 
-def _worker_main(conn, cfg, ids, inputs, seed, deterministic, group):
+def _worker_main(conn, cfg, ids, inputs, seed, deterministic, group, sign_keys=None):
     ex = MaskExpander(cfg.m, cfg.bits, cfg.prg)
-    clients = {i: SecAggClient(i, cfg, client_rand(i, seed, deterministic), ex) for i in ids}
+    clients = {i: make_client(i, cfg, seed, deterministic, ex, sign_keys) for i in ids}
     while True:
         cmd, payload = conn.recv()
         if cmd == "stop":
@@ -97,7 +118,8 @@ def _worker_main(conn, cfg, ids, inputs, seed, deterministic, group):
 class WorkerPool:
     """``workers`` processes hosting the clients ``ids[w::workers]``."""
 
-    def __init__(self, cfg, inputs, workers: int, seed=None, deterministic: bool = False, group: int = 0):
+    def __init__(self, cfg, inputs, workers: int, seed=None, deterministic: bool = False, group: int = 0,
+                 sign_keys: dict | None = None):
         try:
             ctx = mp.get_context("fork")
         except ValueError:  # pragma: no cover - non-POSIX
@@ -109,7 +131,8 @@ class WorkerPool:
             ids = [i for i in range(cfg.n) if i % workers == w]
             parent, child = ctx.Pipe()
             sub = inputs if ctx.get_start_method() == "fork" else {i: inputs[i] for i in ids}
-            p = ctx.Process(target=_worker_main, args=(child, cfg, ids, sub, seed, deterministic, group),
+            keys = {i: sign_keys[i] for i in ids} if sign_keys else None
+            p = ctx.Process(target=_worker_main, args=(child, cfg, ids, sub, seed, deterministic, group, keys),
                             daemon=True)
             p.start()
             child.close()
