@@ -30,7 +30,8 @@ the n clients):
 * *graph privacy* (SecAgg+ only): ``n * (delta + gamma)^(k/2) <= 2^-sigma``, so
   honest survivors stay connected and no partial sum leaks.
 
-``t = max(t_corr, smallest private t)``.  Above ``t_corr`` the round is still safe but may
+``t = max(t_corr, smallest private t)``, and with dropouts expected the
+smallest private t must be at most k (t = k + 1 tolerates no dropout).  Above ``t_corr`` the round is still safe but may
 abort more often than ``2^-sigma`` (small n).  A ``(k, t)`` that violates the
 floor or the privacy bounds is a :class:`~secagg.errors.ConfigError` that names
 the bound.  :func:`choose_k_t` returns the smallest even k that meets every
@@ -120,9 +121,9 @@ def privacy_violation(n: int, k: int, t: int, gamma: float, sigma: float, malici
 
 
 def min_private_threshold(n: int, k: int, gamma: float = 0.05, sigma: float = 40.0,
-                          malicious: bool = False) -> int | None:
-    """Smallest t >= the structural floor that meets the privacy bounds (None if none <= k + 1)."""
-    for t in range(structural_floor(k, malicious), k + 2):
+                          malicious: bool = False, t_max: int | None = None) -> int | None:
+    """Smallest t >= the structural floor that meets the privacy bounds (None if none <= t_max)."""
+    for t in range(structural_floor(k, malicious), (k + 1 if t_max is None else t_max) + 1):
         if privacy_violation(n, k, t, gamma, sigma, malicious) is None:
             return t
     return None
@@ -133,10 +134,11 @@ def threshold_for(n: int, k: int, delta: float = 0.1, gamma: float = 0.05, sigma
     """The rule's threshold for degree k: ``max(t_corr, smallest private t)``
     (see module docstring); ConfigError if no t <= k + 1 is private."""
     _check_rates(n, delta, gamma)
-    t_min = min_private_threshold(n, k, gamma, sigma, malicious)
+    t_max = k if delta > 0 and n > 2 else k + 1  # t = k + 1 would tolerate no dropout at all
+    t_min = min_private_threshold(n, k, gamma, sigma, malicious, t_max)
     if t_min is None:
-        why = privacy_violation(n, k, k + 1, gamma, sigma, malicious)
-        raise ConfigError(f"no safe threshold for n={n}, k={k}: even t=k+1 fails ({why}); use a larger k "
+        why = privacy_violation(n, k, t_max, gamma, sigma, malicious)
+        raise ConfigError(f"no safe threshold for n={n}, k={k}: even t={t_max} fails ({why}); use a larger k "
                           f"(or a smaller corrupt fraction / security level)")
     return max(correctness_threshold(n, k, delta, sigma), t_min)
 
