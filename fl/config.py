@@ -95,6 +95,8 @@ class AggregatorSection:
     secagg_mode: str = choice("secagg+", "secagg+", "secagg")
     secagg_bits: int = bounded(32, 16, 62)
     secagg_dropout_rate: float = bounded(0.1, 0, 0.9)  # dropouts the (k, t) choice must survive
+    secagg_corrupt_fraction: float = bounded(0.05, 0, 0.5)  # colluding devices the threshold must tolerate
+    secagg_malicious: bool = False  # active-security mode: signed messages + ConsistencyCheck round
 
 
 @dataclass
@@ -227,12 +229,30 @@ def load_config(raw: dict | None = None, overrides: list[str] | None = None) -> 
     if cfg.aggregator.kind == "secagg" and cfg.aggregator.clip_norm <= 0:
         raise ConfigError("bad value for 'aggregator.clip_norm': aggregator.kind=secagg needs clip_norm > 0 "
                           "(the clipping bound sets the quantization range)")
+    if cfg.aggregator.kind == "secagg":
+        _check_secagg(cfg)
     if cfg.aggregator.kind == "secagg" and cfg.aggregator.dp_noise_multiplier > 0:
         raise ConfigError("bad value for 'aggregator.dp_noise_multiplier': central DP is not combined with "
                           "aggregator.kind=secagg (allowed: 0)")
     if cfg.aggregator.dp_noise_multiplier > 0 and cfg.aggregator.clip_norm <= 0:
         raise ConfigError("bad value for 'aggregator.clip_norm': central DP needs clip_norm > 0")
     return cfg
+
+
+def _check_secagg(cfg) -> None:
+    """Fail before any work when the cohort cannot get a safe SecAgg threshold."""
+    from secagg.errors import ConfigError as SecAggConfigError
+    from secagg.graph import choose_k_t, threshold_for
+
+    agg, n = cfg.aggregator, max(cfg.cohort.goal, 2)
+    try:
+        if agg.secagg_mode == "secagg":
+            threshold_for(n, n - 1, agg.secagg_dropout_rate, agg.secagg_corrupt_fraction, 40.0, agg.secagg_malicious)
+        else:
+            choose_k_t(n, agg.secagg_dropout_rate, agg.secagg_corrupt_fraction, 40.0, agg.secagg_malicious)
+    except SecAggConfigError as e:
+        raise ConfigError(f"bad value for 'aggregator.secagg_corrupt_fraction' / 'secagg_dropout_rate' with "
+                          f"cohort.goal={cfg.cohort.goal}: {e}") from None
 
 
 def load_yaml(path: str, overrides: list[str] | None = None) -> Config:

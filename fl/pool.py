@@ -67,8 +67,13 @@ class WorkerPool:
                 self.replaced += 1
         return results
 
+    def hosted(self, worker: int) -> frozenset:
+        """Client positions held by ``worker`` this round: its transport identity."""
+        return frozenset(p for p, w in self._owner.items() if w == worker)
+
     def secure_stage(self, stage: str, messages: dict) -> list:
-        """Send each client's message to the worker holding it; gather the replies.
+        """Send each client's message to the worker holding it; gather the replies as
+        ``(origin, message)`` pairs, ``origin`` being the positions that worker hosts.
         A worker that died takes its clients with it: they are protocol dropouts."""
         by_worker: dict[int, dict] = {}
         for pos, msg in messages.items():
@@ -77,7 +82,8 @@ class WorkerPool:
         out = []
         for w, fut in futures.items():
             try:
-                out.extend(ray.get(fut))
+                origin = self.hosted(w)
+                out.extend((origin, m) for m in ray.get(fut))
             except ray.exceptions.RayActorError:
                 log.warning("worker %d died during secure aggregation (%s); replacing it", w, stage)
                 self.actors[w] = self._start(w)

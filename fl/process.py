@@ -16,8 +16,9 @@ from fl import aggregators, optimizers
 from fl.cohort import ACCEPTED, DROPPED, FAILED, REJECTED, STRAGGLER, plan_round, select_cohort
 from fl.config import Config
 from fl.population import Population
-from fl.secure_sum import plan_secure_round, run_server
+from fl.secure_sum import DeviceIdentities, plan_secure_round, run_server
 from fl.seeding import rng_for, seed_words
+from fl.worker import crashed_result
 
 
 @dataclass
@@ -39,6 +40,7 @@ class FederatedProcess:
         self.cfg, self.pool, self.population = cfg, pool, population
         self.optimizer = optimizers.from_config(cfg.server)
         self.aggregator = aggregators.from_config(cfg.aggregator, cfg.cohort.goal, population.size)
+        self._identities = DeviceIdentities() if cfg.aggregator.secagg_malicious else None
 
     def initialize(self, weights: np.ndarray | None = None) -> ServerState:
         """Round-0 state from the task model's initial weights, or from ``weights`` (a warm start)."""
@@ -52,13 +54,22 @@ class FederatedProcess:
                           model_bytes=4 * state.weights.size)
         ex = self.population.columns["num_examples"]
         ids = plan.accepted_ids
-        secure = None
+        secure, secure_error = None, ""
         if cfg.aggregator.kind == "secagg":
+            from secagg import ConfigError as SecAggConfigError
+
             max_w = cfg.population.examples_max * cfg.client.epochs if cfg.aggregator.weighting == "examples" else 1.0
-            secure = plan_secure_round(cfg.aggregator, len(ids), state.weights.size, max_w, cfg.experiment.seed, r)
-        results = self.pool.run(r, state.weights, ids, ex[ids], "train", secure)
+            try:
+                secure = plan_secure_round(cfg.aggregator, ids, state.weights.size, max_w, cfg.experiment.seed, r,
+                                           self._identities)
+            except SecAggConfigError as e:  # e.g. too few accepted devices for a safe threshold
+                secure_error = f"secure aggregation not possible with {len(ids)} devices: {e}"
+        if secure_error:
+            results = [crashed_result(ids, ex[ids], secure_error)]
+        else:
+            results = self.pool.run(r, state.weights, ids, ex[ids], "train", secure)
         clients = [rec for res in results for rec in res["records"]]
-        secure_metrics, secure_error = {}, ""
+        secure_metrics = {}
         if secure is not None:
             total, weight, secure_metrics, secure_error = self._secure_sum(secure, results, ids, clients)
         clients += [{"device_id": int(d), "status": s, "examples": int(ex[d]), "loss": np.nan,
@@ -111,7 +122,7 @@ class FederatedProcess:
         """Server side of SecAgg(+); devices that left mid-protocol become dropouts."""
         from secagg import SecAggAbort
 
-        advertised = [m for res in results for m in res["advertise"]]
+        advertised = [(self.pool.hosted(w), m) for w, res in enumerate(results) for m in res["advertise"]]
         try:
             total_q, metrics = run_server(self.pool, secure, advertised)
             survivors = {int(ids[p]) for p in metrics.pop("survivor_positions")}

@@ -200,7 +200,8 @@ class DeviceWorker:
             w = stats["examples"] if self.cfg.aggregator.weighting == "examples" else 1.0
             q = r["secure"].encode(delta, w, rng_for(seed, "quantize", r["round"], dev))
             pos = int(r["positions"][i])
-            client = SecAggClient(pos, r["secure"].config, expander=r["expander"])
+            client = SecAggClient(pos, r["secure"].config, expander=r["expander"],
+                                  signing_key=r["secure"].signing_key(pos))
             r["advertised"].append(client.advertise_keys())
             self._secure["clients"][pos] = (client, q)
             _add(r["metrics"], {**stats, "reports": 1.0})
@@ -229,14 +230,17 @@ class DeviceWorker:
                     out.append(client.share_keys(msg))
                 elif stage == "masked_input":
                     out.append(client.masked_input(msg, q))
+                elif stage == "consistency":
+                    out.append(client.consistency(msg))
                 elif stage == "unmask":
                     out.append(client.unmask(msg))
                 else:
                     raise ValueError(f"unknown secure aggregation stage {stage!r}")
             except SecAggError:
                 state["clients"].pop(pos)
-        if stage == "masked_input" and out:
-            out = [presum(out)]
+        if stage == "masked_input" and out:  # the server's addition, done here (signatures checked first)
+            cfg = state["secure"].config
+            out = [presum(out, registry=cfg.registry() if cfg.malicious else None)]
         if stage == "unmask":
             self._secure = None  # the round is over: forget the secrets
         return out

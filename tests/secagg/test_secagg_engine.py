@@ -1,0 +1,90 @@
+"""Secure aggregation through the engine: fresh round ids, the transport identity
+of workers, and the active-security mode end to end on Ray actors."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from engine_testing import tiny_config
+from fl.config import ConfigError, load_config
+from fl.runner import engine, train
+from fl.secure_sum import DeviceIdentities, plan_secure_round, run_server
+
+
+def test_round_ids_are_fresh_random_across_runs_and_rounds():
+    agg = load_config({}, ["aggregator.kind=secagg", "aggregator.clip_norm=1"]).aggregator
+    ids = [plan_secure_round(agg, range(10), 5, 1.0, seed=0, round_num=0).config.round_id for _ in range(3)]
+    ids.append(plan_secure_round(agg, range(10), 5, 1.0, seed=0, round_num=1).config.round_id)
+    assert len(set(ids)) == 4 and all(len(i) == 16 for i in ids)
+
+
+def test_active_mode_registers_device_keys_once():
+    agg = load_config({}, ["aggregator.kind=secagg", "aggregator.clip_norm=1",
+                           "aggregator.secagg_malicious=true"]).aggregator
+    ident = DeviceIdentities()
+    a = plan_secure_round(agg, [7, 3, 9] + list(range(20, 30)), 4, 1.0, seed=0, round_num=0, identities=ident)
+    b = plan_secure_round(agg, [3, 11] + list(range(30, 40)), 4, 1.0, seed=0, round_num=1, identities=ident)
+    assert a.config.malicious and a.config.verify_keys[1] == b.config.verify_keys[0]  # device 3
+    assert a.config.verify_keys[0] != a.config.verify_keys[1]
+    assert 2 * a.config.threshold >= a.config.k + 3
+    from secagg import ConfigError as SecAggConfigError
+
+    with pytest.raises(SecAggConfigError, match="floor"):  # 3 devices cannot run the active mode safely
+        plan_secure_round(agg, [1, 2, 3], 4, 1.0, seed=0, round_num=2, identities=ident)
+
+
+def test_unsafe_secagg_parameters_fail_before_any_work():
+    with pytest.raises(ConfigError, match="cohort.goal=3.*structural floor"):
+        load_config({}, ["aggregator.kind=secagg", "aggregator.clip_norm=1", "cohort.goal=3", "cohort.min_reports=2",
+                         "aggregator.secagg_malicious=true"])
+
+
+class _ForgingPool:
+    """A worker pool in which worker 1 relabels its masked pre-sum as worker 0's clients."""
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def secure_stage(self, stage, messages):
+        out = self.pool.secure_stage(stage, messages)
+        if stage == "masked_input":
+            origins = sorted({o for o, _ in out}, key=min)
+            forged = [(o, dataclasses.replace(m, client_ids=tuple(sorted(origins[0]))[:len(m.client_ids)]))
+                      if o == origins[-1] else (o, m) for o, m in out]
+            return forged
+        return out
+
+
+def test_a_worker_cannot_speak_for_devices_it_does_not_host(ray_local, cache_dir, tmp_path):
+    cfg = tiny_config(cache_dir, experiment={"rounds": 1}, cohort={"goal": 10, "min_reports": 3},
+                      aggregator={"clip_norm": 0.05, "kind": "secagg", "secagg_mode": "secagg"})
+    with engine(cfg) as process:
+        from fl.cohort import plan_round
+
+        state = process.initialize()
+        plan = plan_round(process.population, cfg.cohort, 0, cfg.experiment.seed, cfg.client.epochs,
+                          model_bytes=4 * state.weights.size)
+        ids = plan.accepted_ids
+        secure = plan_secure_round(cfg.aggregator, ids, state.weights.size, 100.0, cfg.experiment.seed, 0)
+        results = process.pool.run(0, state.weights, ids, process.population.columns["num_examples"][ids],
+                                   "train", secure)
+        advertised = [(process.pool.hosted(w), m) for w, res in enumerate(results) for m in res["advertise"]]
+        total, metrics = run_server(_ForgingPool(process.pool), secure, advertised)
+        assert metrics["secagg_rejected"] == 1  # worker 1's relabelled pre-sum
+        assert sorted(metrics["survivor_positions"]) == sorted(process.pool.hosted(0))
+        assert total.shape == (secure.config.m,)
+
+
+def test_active_mode_through_the_engine_matches_plain(ray_local, cache_dir, tmp_path):
+    base = dict(experiment={"rounds": 2}, cohort={"goal": 10, "min_reports": 3})
+    plain = tiny_config(cache_dir, aggregator={"clip_norm": 0.05}, **base)
+    active = tiny_config(cache_dir, aggregator={"clip_norm": 0.05, "kind": "secagg", "secagg_malicious": True},
+                         **base)
+    with engine(plain) as p:
+        s_plain, _ = train(p, tmp_path / "plain", progress=False)
+    with engine(active) as p:
+        s_act, rec = train(p, tmp_path / "active", progress=False)
+    rounds = rec.rounds_frame()
+    assert rounds["updated"].all() and (rounds["secagg_survivors"] == 10).all()
+    assert rounds["secagg_malicious"].all() and (rounds["secagg_rejected"] == 0).all()
+    assert 0 < np.abs(s_plain.weights - s_act.weights).max() < 1e-5
