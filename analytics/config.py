@@ -31,6 +31,7 @@ class SecAggSection:
     security_bits: float = bounded(40.0, 1, 128)
     simulated_dropout: float = bounded(0.0, 0, 0.5)  # fraction that really drops after sharing keys
     workers: int = bounded(1, 1, 64)  # processes running SecAgg groups in parallel
+    malicious: bool = False  # active-security mode (signed messages + ConsistencyCheck round)
 
     def settings(self):
         from analytics.secure_histogram import SecAggSettings

@@ -38,6 +38,7 @@ class SecAggSettings:
     security_bits: float = 40.0
     simulated_dropout: float = 0.0
     workers: int = 1
+    malicious: bool = False  # active-security SecAgg (signed messages + ConsistencyCheck round)
 
 
 @dataclass
@@ -89,11 +90,12 @@ def _run_group(args):
     """One SecAgg round over one group (runs in a worker process or inline)."""
     from secagg import SecAggAbort, run_protocol
 
-    x, bits, mode, dropout_rate, corrupt, sec_bits, drop_ids, seed = args
+    x, bits, mode, dropout_rate, corrupt, sec_bits, drop_ids, seed, malicious = args
     t0 = time.perf_counter()
     try:
         r = run_protocol(x, bits=bits, mode=mode, dropouts={"masked_input": drop_ids} if len(drop_ids) else None,
-                         dropout_rate=dropout_rate, corrupt_fraction=corrupt, security_bits=sec_bits, seed=seed)
+                         dropout_rate=dropout_rate, corrupt_fraction=corrupt, security_bits=sec_bits, seed=seed,
+                         malicious=malicious)
     except SecAggAbort:
         return None, [], time.perf_counter() - t0, 0.0, 0, 0
     return (np.asarray(r.sum), list(r.survivors), r.total_seconds, r.bytes_sent_per_client, r.k, r.threshold)
@@ -159,7 +161,7 @@ def secure_sum(rows: np.ndarray, *, settings: SecAggSettings = SecAggSettings(),
         drops.append(d)
         gseed = int(np.random.SeedSequence(seed_words(seed, "secagg-group", *tag, gi)).generate_state(1)[0])
         jobs.append((x[g].astype(dtype), bits, settings.mode, settings.dropout_rate, settings.corrupt_fraction,
-                     settings.security_bits, d.tolist(), gseed))
+                     settings.security_bits, d.tolist(), gseed, settings.malicious))
     t0 = time.perf_counter()
     out = pool.map(_run_group, jobs) if pool is not None else [_run_group(j) for j in jobs]
     total = np.zeros(m, np.uint64 if bits == 64 else np.int64)

@@ -88,3 +88,13 @@ def test_active_mode_through_the_engine_matches_plain(ray_local, cache_dir, tmp_
     assert rounds["updated"].all() and (rounds["secagg_survivors"] == 10).all()
     assert rounds["secagg_malicious"].all() and (rounds["secagg_rejected"] == 0).all()
     assert 0 < np.abs(s_plain.weights - s_act.weights).max() < 1e-5
+
+
+def test_analytics_secure_sum_in_active_mode():
+    from analytics.config import SecAggSection
+    from analytics.secure_histogram import secure_sum
+
+    rows = np.random.default_rng(0).integers(0, 5, size=(60, 7))
+    settings = SecAggSection(group_size=30, malicious=True, corrupt_fraction=0.0).settings()
+    res = secure_sum(rows, settings=settings, seed=1)
+    assert res.groups == 2 and np.array_equal(np.asarray(res.total), rows.sum(axis=0))
