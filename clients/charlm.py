@@ -12,9 +12,10 @@ import numpy as np
 
 from clients.typing_data import ALPHABET, TypingPopulation, decode, encode
 from fl.seeding import tf_seed
+from fl.task import Task
 
 
-class CharLMTask:
+class CharLMTask(Task):
     @dataclass
     class Config:
         seq_len: int = 24

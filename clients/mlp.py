@@ -11,9 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from fl.seeding import rng_for
+from fl.task import Task
 
 
-class MLPTask:
+class MLPTask(Task):
     @dataclass
     class Config:
         input_dim: int = 784

@@ -11,7 +11,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hide TF's CUDA-plugin noise on CPU hosts
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
-BENCHES = {"engine": "fl.bench_engine", "scale": "fl.bench_scale", "secagg": "secagg.bench"}
+BENCHES = {"engine": "experiments.bench_engine", "scale": "experiments.bench_scale", "secagg": "secagg.bench"}
 
 
 def _parser() -> argparse.ArgumentParser:

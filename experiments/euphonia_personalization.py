@@ -201,7 +201,7 @@ def run(cfg, out_dir: Path, progress: bool = True) -> dict:
 
     from tqdm import tqdm
 
-    from clients.tasks import make_task
+    from fl.task import make_task
 
     t0 = time.perf_counter()
     out = Path(out_dir)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clients.tasks import make_task, model_with_weights
+from fl.task import make_task, model_with_weights
 from experiments.fedavg_train import summarize
 from fl.runner import engine, train
 

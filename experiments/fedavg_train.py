@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from fl.runner import engine, train
 
 
@@ -13,7 +15,8 @@ def summarize(process, state, recorder) -> dict:
            "population": process.population.size, "workers": len(process.pool),
            "final_train_loss": last.get("train_loss"), "final_train_accuracy": last.get("train_accuracy"),
            "sim_hours": float(df["sim_seconds"].sum() / 3600.0),
-           "devices_trained": int(recorder.clients["status"].eq("accepted").sum()),
+           "devices_trained": int((recorder.clients["status"].eq("accepted")
+                                   & recorder.clients["phase"].eq("train")).sum()),
            "dropped": int(df["dropped"].sum()), "stragglers": int(df["stragglers"].sum()),
            "failed": int(df["failed"].sum()), "rejected": int(df["rejected"].sum()),
            "rounds_without_update": int((~df["updated"].astype(bool)).sum()),
@@ -21,9 +24,32 @@ def summarize(process, state, recorder) -> dict:
     if "eval_loss" in df and df["eval_loss"].notna().any():
         ev = df[df["eval_loss"].notna()].iloc[-1]
         out.update(final_eval_loss=float(ev["eval_loss"]), final_eval_accuracy=float(ev["eval_accuracy"]))
+    personal = personalization_summary(recorder.clients)
+    if personal:
+        out["personalization"] = personal
     if "dp_epsilon" in df:
         out["dp_epsilon"] = float(df["dp_epsilon"].dropna().iloc[-1])
     return out
+
+
+def personalization_summary(clients) -> dict:
+    """Per-device personalized vs. global accuracy at the last federated evaluation
+    (stateful personalization algorithms): the distribution, not just the mean."""
+    if "personalized_accuracy" not in clients or not clients["personalized_accuracy"].notna().any():
+        return {}
+    ev = clients[(clients["phase"] == "eval") & clients["personalized_accuracy"].notna()]
+    ev = ev[ev["round"] == ev["round"].max()]
+    gain = (ev["personalized_accuracy"] - ev["accuracy"]).to_numpy()
+    q = lambda a, p: float(np.quantile(a, p))  # noqa: E731
+    return {"round": int(ev["round"].iloc[0]), "devices": int(len(ev)),
+            "global_accuracy": {"mean": float(ev["accuracy"].mean()), "p10": q(ev["accuracy"], 0.1),
+                                "median": q(ev["accuracy"], 0.5), "p90": q(ev["accuracy"], 0.9)},
+            "personalized_accuracy": {"mean": float(ev["personalized_accuracy"].mean()),
+                                      "p10": q(ev["personalized_accuracy"], 0.1),
+                                      "median": q(ev["personalized_accuracy"], 0.5),
+                                      "p90": q(ev["personalized_accuracy"], 0.9)},
+            "gain": {"mean": float(gain.mean()), "p10": q(gain, 0.1), "median": q(gain, 0.5), "p90": q(gain, 0.9)},
+            "fraction_improved": float((gain > 0).mean())}
 
 
 def run(cfg, out_dir: Path, progress: bool = True) -> dict:

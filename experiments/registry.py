@@ -10,6 +10,7 @@ CONFIGS = Path(__file__).parent / "configs"
 # A module with load(raw, overrides) validates its own config (the analytics studies);
 # the others use the federated-training sections of fl.config.
 EXPERIMENTS = {
+    "fedavg": ("experiments.fedavg_train", "fedavg.yaml"),  # any task: --set experiment.task=pkg.mod:Class
     "fedavg-charlm": ("experiments.fedavg_charlm", "fedavg-charlm.yaml"),
     "fedavg-mlp": ("experiments.fedavg_train", "mlp.yaml"),
     "fedavg-asr": ("experiments.fedavg_asr", "fedavg-asr.yaml"),

@@ -21,6 +21,7 @@ def save(run_dir: str | os.PathLike, state: ServerState) -> Path:
     arrays = {"round": np.array(state.round), "weights": state.weights}
     arrays.update({f"opt/{k}": np.asarray(v) for k, v in state.opt_state.items()})
     arrays.update({f"agg/{k}": np.asarray(v) for k, v in state.agg_state.items()})
+    arrays.update({f"alg/{k}": np.asarray(v) for k, v in state.algo_state.items()})
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
@@ -34,4 +35,5 @@ def load(run_dir: str | os.PathLike) -> ServerState | None:
     with np.load(path, allow_pickle=False) as z:
         opt = {k[4:]: z[k] for k in z.files if k.startswith("opt/")}
         agg = {k[4:]: z[k].item() if z[k].ndim == 0 else z[k] for k in z.files if k.startswith("agg/")}
-        return ServerState(int(z["round"]), z["weights"], opt, agg)
+        alg = {k[4:]: z[k] for k in z.files if k.startswith("alg/")}
+        return ServerState(int(z["round"]), z["weights"], opt, agg, alg)

@@ -28,7 +28,7 @@ def bounded(default, lo=None, hi=None):
 @dataclass
 class ExperimentSection:
     name: str = "fedavg-charlm"
-    task: str = choice("charlm", "charlm", "mlp", "asr")
+    task: str = "charlm"  # a registered task name or an import path "package.module:Class" (fl.task)
     seed: int = 0
     rounds: int = bounded(30, 1)
 
@@ -58,12 +58,16 @@ class CohortSection:
 
 @dataclass
 class ClientSection:
-    algorithm: str = choice("fedavg", "fedavg", "fedsgd", "fedprox")
+    # fedavg (McMahan et al. 2017), fedsgd, fedprox (Li et al. 2020), scaffold (Karimireddy et al.
+    # 2020), and the personalization algorithms ditto (Li et al. 2021) and fedper (Arivazhagan et
+    # al. 2019), whose devices keep state across rounds (fl/device_state.py, fl/algorithms.py)
+    algorithm: str = choice("fedavg", "fedavg", "fedsgd", "fedprox", "scaffold", "ditto", "fedper")
     epochs: int = bounded(1, 1)
     batch_size: int = bounded(10, 1)
     max_batches: int = bounded(0, 0)  # 0: all batches
     lr: float = bounded(0.5, 0)
     prox_mu: float = bounded(0.0, 0)
+    ditto_lambda: float = bounded(0.1, 0)  # ditto: the personal model's pull toward the global one
     shuffle: bool = True
     # local optimizer: plain SGD (FedAvg) or Adam restarted on every device (fine-tuning, e.g.
     # per-speaker personalization); clip_norm > 0 clips each local gradient's global norm
@@ -204,11 +208,16 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def load_config(raw: dict | None = None, overrides: list[str] | None = None) -> Config:
-    """Validate a nested dict (from YAML) plus overrides into a `Config`."""
-    from clients.tasks import task_config_class  # the task decides its own keys
+def load_config(raw: dict | None = None, overrides: list[str] | None = None, task: type | None = None) -> Config:
+    """Validate a nested dict (from YAML) plus overrides into a `Config`.
+
+    The task (``experiment.task``: a registered name or ``module:Class``; or ``task``, a
+    class given from Python) decides the keys of the ``task`` section."""
+    from fl.task import TaskError, resolve_task, task_path
 
     data = _merge(raw or {}, parse_overrides(overrides or []))
+    if task is not None:
+        data = _merge(data, {"experiment": {"task": task_path(task)}})
     sections = {f.name: f for f in dataclasses.fields(Config)}
     for key in data:
         if key not in sections:
@@ -216,8 +225,17 @@ def load_config(raw: dict | None = None, overrides: list[str] | None = None) -> 
     hints = typing.get_type_hints(Config)
     kwargs = {name: build_section(hints[name], data.get(name), name + ".")
               for name in sections if name != "task"}
-    task_name = kwargs["experiment"].task
-    kwargs["task"] = build_section(task_config_class(task_name), data.get("task"), "task.")
+    try:
+        task_cls = resolve_task(task if task is not None else kwargs["experiment"].task)
+    except TaskError as e:
+        raise ConfigError(f"bad value for 'experiment.task': {e}") from None
+    if task_cls.Config is None:
+        if data.get("task"):
+            raise ConfigError(f"unknown key 'task.{next(iter(data['task']))}' (task "
+                              f"{kwargs['experiment'].task} has no config keys)")
+        kwargs["task"] = None
+    else:
+        kwargs["task"] = build_section(task_cls.Config, data.get("task"), "task.")
     cfg = Config(**kwargs)
     if cfg.cohort.min_reports > cfg.cohort.goal:
         raise ConfigError(f"bad value for 'cohort.min_reports': {cfg.cohort.min_reports} "
@@ -226,6 +244,14 @@ def load_config(raw: dict | None = None, overrides: list[str] | None = None) -> 
         raise ConfigError("bad value for 'population.examples_min': must be <= population.examples_max")
     if cfg.client.algorithm == "fedprox" and cfg.client.prox_mu <= 0:
         raise ConfigError("bad value for 'client.prox_mu': fedprox needs prox_mu > 0")
+    if cfg.client.algorithm == "scaffold":
+        if cfg.aggregator.kind == "secagg" or cfg.aggregator.dp_noise_multiplier > 0:
+            raise ConfigError("bad value for 'client.algorithm': scaffold sums control variates in the clear, so it "
+                              "is not combined with aggregator.kind=secagg or dp_noise_multiplier > 0 "
+                              "(allowed: fedavg, fedsgd, fedprox, ditto, fedper)")
+        if cfg.client.optimizer != "sgd":
+            raise ConfigError("bad value for 'client.optimizer': scaffold's control variates assume local SGD "
+                              "(allowed: sgd)")
     if cfg.aggregator.kind == "secagg" and cfg.aggregator.clip_norm <= 0:
         raise ConfigError("bad value for 'aggregator.clip_norm': aggregator.kind=secagg needs clip_norm > 0 "
                           "(the clipping bound sets the quantization range)")

@@ -29,17 +29,20 @@ def start_ray(address: str = "", object_store_mb: int = 512, num_cpus: int | Non
 
 
 class WorkerPool:
-    def __init__(self, config: dict, num_workers: int = 0, cpus_per_worker: int = 1):
+    def __init__(self, config: dict, num_workers: int = 0, cpus_per_worker: int = 1, task_cls: type | None = None,
+                 data=None):
         if num_workers <= 0:
             num_workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_worker)
         self.config, self.cpus = config, cpus_per_worker
+        # a task class from Python travels by value (cloudpickle); a dataset goes to the object store once
+        self._setup = {"task_cls": task_cls, "data": None if data is None else ray.put(data)}
         self._cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=0)(DeviceWorker)
         self.actors = [self._start(i) for i in range(num_workers)]
         ray.get([a.ping.remote() for a in self.actors])  # wait until every model is built
         self.replaced = 0
 
     def _start(self, index: int):
-        return self._cls.remote(self.config, index, self.cpus)
+        return self._cls.remote(self.config, index, self.cpus, **self._setup)
 
     def __len__(self) -> int:
         return len(self.actors)
@@ -52,6 +55,7 @@ class WorkerPool:
         """Run devices on all workers; results come back in worker order (deterministic).
         With `secure`, device i of `device_ids` is SecAgg client i, held by its worker."""
         ref = ray.put(weights)
+        options = ray.put(options) if options else options
         splits = np.array_split(np.arange(len(device_ids)), len(self.actors))
         self._owner = {int(p): w for w, s in enumerate(splits) for p in s}
         futures = [a.run.remote(round_num, ref, device_ids[s], num_examples[s], mode, secure, s, options)

@@ -29,8 +29,10 @@ class Population:
         self.size = len(columns["locale"])
 
     @classmethod
-    def build(cls, config: PopulationSection, seed: int) -> "Population":
-        n = config.size
+    def build(cls, config: PopulationSection, seed: int, num_examples: np.ndarray | None = None) -> "Population":
+        """Simulated devices; ``num_examples`` (a user's federated dataset's client sizes,
+        fl/data.py) fixes the device count and example counts, the rest stays simulated."""
+        n = config.size if num_examples is None else len(num_examples)
         rng = rng_for(seed, "population")
         shares = np.array([s for _, _, s in LOCALES])
         locale = rng.choice(len(LOCALES), size=n, p=shares / shares.sum()).astype(np.uint8)
@@ -42,8 +44,8 @@ class Population:
             "compute_speed": np.exp(rng.normal(np.log(40.0), 0.6, n)).astype(np.float32),
             "down_bps": np.exp(rng.normal(np.log(2.0e6), 0.8, n)).astype(np.float32),
             "up_bps": np.exp(rng.normal(np.log(0.6e6), 0.8, n)).astype(np.float32),
-            "num_examples": np.clip(np.rint(examples), config.examples_min,
-                                    config.examples_max).astype(np.int32),
+            "num_examples": (np.clip(np.rint(examples), config.examples_min, config.examples_max)
+                             if num_examples is None else np.asarray(num_examples)).astype(np.int32),
             "night_start_h": (config.night_start_hour + rng.normal(0, 1.0, n)).astype(np.float32) % 24,
             "eligible_prob": np.clip(rng.beta(8 * config.eligible_prob + 1e-3,
                                               8 * (1 - config.eligible_prob) + 1e-3, n), 0, 1).astype(np.float32),

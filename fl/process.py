@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fl import aggregators, optimizers
+from fl import aggregators, algorithms, optimizers
 from fl.cohort import ACCEPTED, DROPPED, FAILED, REJECTED, STRAGGLER, plan_round, select_cohort
 from fl.config import Config
 from fl.population import Population
@@ -27,6 +27,7 @@ class ServerState:
     weights: np.ndarray  # float32, flat
     opt_state: dict = field(default_factory=dict)
     agg_state: dict = field(default_factory=dict)
+    algo_state: dict = field(default_factory=dict)  # a stateful algorithm's server side (e.g. SCAFFOLD's c)
 
 
 @dataclass
@@ -36,16 +37,47 @@ class RoundOutput:
 
 
 class FederatedProcess:
-    def __init__(self, cfg: Config, pool, population: Population):
+    def __init__(self, cfg: Config, pool, population: Population, state_store=None):
+        """``state_store``: the `fl.device_state.DeviceStateStore` the workers write device
+        state to (stateful algorithms only); the process discards what unaccepted reports wrote."""
         self.cfg, self.pool, self.population = cfg, pool, population
         self.optimizer = optimizers.from_config(cfg.server)
         self.aggregator = aggregators.from_config(cfg.aggregator, cfg.cohort.goal, population.size)
+        self.algorithm = algorithms.from_config(cfg.client)
+        self.state_store, self._temp_state = state_store, None
         self._identities = DeviceIdentities() if cfg.aggregator.secagg_malicious else None
+        self.last_eval_clients: list[dict] = []
+
+    def use_state_dir(self, path, fresh: bool) -> None:
+        """Keep device state (stateful algorithms) under ``path``; ``fresh`` clears it (a new run)."""
+        from fl.device_state import DeviceStateStore
+
+        if self.algorithm is None:
+            return
+        self.state_store = DeviceStateStore(path)
+        if fresh:
+            self.state_store.clear()
+
+    def _options(self, state: ServerState) -> dict | None:
+        if self.algorithm is None:
+            return None
+        if self.state_store is None:  # no run directory (Python API): a temporary one, removed by close()
+            import tempfile
+
+            self._temp_state = tempfile.TemporaryDirectory(prefix="fedpop-device-state-")
+            self.use_state_dir(self._temp_state.name, fresh=True)
+        return {"broadcast": state.algo_state, "state_dir": str(self.state_store.root)}
+
+    def close(self) -> None:
+        if self._temp_state is not None:
+            self._temp_state.cleanup()
+            self._temp_state = None
 
     def initialize(self, weights: np.ndarray | None = None) -> ServerState:
         """Round-0 state from the task model's initial weights, or from ``weights`` (a warm start)."""
         w = np.asarray(self.pool.initial_weights() if weights is None else weights, np.float32)
-        return ServerState(0, w, self.optimizer.init(w.astype(np.float64)), self.aggregator.init())
+        algo = self.algorithm.server_init(w.size) if self.algorithm is not None else {}
+        return ServerState(0, w, self.optimizer.init(w.astype(np.float64)), self.aggregator.init(), algo)
 
     def next(self, state: ServerState) -> tuple[ServerState, RoundOutput]:
         cfg, r = self.cfg, state.round
@@ -67,7 +99,7 @@ class FederatedProcess:
         if secure_error:
             results = [crashed_result(ids, ex[ids], secure_error)]
         else:
-            results = self.pool.run(r, state.weights, ids, ex[ids], "train", secure)
+            results = self.pool.run(r, state.weights, ids, ex[ids], "train", secure, self._options(state))
         clients = [rec for res in results for rec in res["records"]]
         secure_metrics = {}
         if secure is not None:
@@ -79,7 +111,7 @@ class FederatedProcess:
             rec["round"] = r
         clients.sort(key=lambda rec: rec["device_id"])
         counts = {s: sum(rec["status"] == s for rec in clients) for s in (ACCEPTED, DROPPED, STRAGGLER, FAILED, REJECTED)}
-        sums: dict = {}
+        sums, extras = {}, {}
         if secure is None:
             total, weight = np.zeros(state.weights.size, np.float64), 0.0
         for res in results:  # fixed worker order: same bits for the same worker count
@@ -88,6 +120,10 @@ class FederatedProcess:
                 weight += res["weight"]
             for k, v in res["metrics"].items():
                 sums[k] = sums.get(k, 0.0) + v
+            for k, v in res.get("extras", {}).items():
+                extras[k] = extras[k] + v if k in extras else np.array(v, np.float64)
+        for rec in clients:
+            rec["phase"] = "train"
         metrics = {"round": r, "sim_seconds": plan.sim_seconds, "selected": len(plan.device_ids),
                    "accepted": counts[ACCEPTED], "dropped": counts[DROPPED], "stragglers": counts[STRAGGLER],
                    "failed": counts[FAILED], "rejected": counts[REJECTED],
@@ -99,7 +135,7 @@ class FederatedProcess:
         if "clipped" in sums:
             metrics["clipped_fraction"] = sums["clipped"] / max(sums["reports"], 1)
         metrics.update(secure_metrics)
-        new_state = ServerState(r + 1, state.weights, state.opt_state, state.agg_state)
+        new_state = ServerState(r + 1, state.weights, state.opt_state, state.agg_state, state.algo_state)
         reports = counts[ACCEPTED]
         if secure_error:
             metrics["message"] = f"round {r} made no update: {secure_error}"
@@ -111,10 +147,17 @@ class FederatedProcess:
             mean_delta, agg_state, agg_metrics = self.aggregator.finalize(state.agg_state, total, weight, reports, round_seed)
             step, opt_state = self.optimizer.update(state.opt_state, -mean_delta)
             new_w = (state.weights.astype(np.float64) + step).astype(np.float32)
-            new_state = ServerState(r + 1, new_w, opt_state, agg_state)
+            algo_state = (self.algorithm.server_update(state.algo_state, extras, reports, self.population.size)
+                          if self.algorithm is not None else state.algo_state)
+            new_state = ServerState(r + 1, new_w, opt_state, agg_state, algo_state)
             metrics.update(agg_metrics, updated=True, update_norm=float(np.linalg.norm(mean_delta)))
+        if self.state_store is not None:  # device state advances only with an accepted report of an updating round
+            for rec in clients:
+                if rec["status"] != ACCEPTED or not metrics["updated"]:
+                    self.state_store.discard(rec["device_id"], r)
         if cfg.eval.every and (r + 1) % cfg.eval.every == 0:
             metrics.update(self.evaluate(new_state))
+            clients += [{**rec, "round": r, "phase": "eval"} for rec in self.last_eval_clients]
         metrics["wall_s"] = time.perf_counter() - t0
         return new_state, RoundOutput(metrics, clients)
 
@@ -145,11 +188,19 @@ class FederatedProcess:
         t = cfg.cohort.start_hour_utc * 3600.0 + state.round * cfg.cohort.round_interval_s
         ids = select_cohort(self.population, cfg.eval.cohort, t, rng_for(cfg.experiment.seed, "eval", state.round))
         ex = np.minimum(self.population.columns["num_examples"][ids], 50)
-        results = self.pool.run(state.round, state.weights, ids, ex, "eval")
+        results = self.pool.run(state.round, state.weights, ids, ex, "eval", options=self._options(state))
         s: dict = {}
         for res in results:
             for k, v in res["metrics"].items():
                 s[k] = s.get(k, 0.0) + v
+        self.last_eval_clients = sorted((rec for res in results for rec in res["records"]),
+                                        key=lambda rec: rec["device_id"])
         n = max(s.get("examples", 0.0), 1.0)
-        return {"eval_loss": s.get("loss_sum", np.nan) / n, "eval_accuracy": s.get("correct_sum", np.nan) / n,
-                "eval_devices": int(sum(r["status"] == ACCEPTED for res in results for r in res["records"]))}
+        out = {"eval_loss": s.get("loss_sum", np.nan) / n, "eval_accuracy": s.get("correct_sum", np.nan) / n,
+               "eval_devices": int(sum(r["status"] == ACCEPTED for r in self.last_eval_clients))}
+        if self.algorithm is not None and self.algorithm.personalizes:
+            pn = s.get("personalized_examples", 0.0)
+            out.update(eval_personalized_loss=s.get("personalized_loss_sum", np.nan) / pn if pn else np.nan,
+                       eval_personalized_accuracy=s.get("personalized_correct_sum", np.nan) / pn if pn else np.nan,
+                       eval_personalized_devices=int(sum("personalized_loss" in r for r in self.last_eval_clients)))
+        return out

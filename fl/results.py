@@ -16,7 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-CLIENT_COLUMNS = ["round", "device_id", "status", "examples", "loss", "accuracy", "error", "compute_s"]
+# phase: "train" (a training round's cohort) or "eval" (federated evaluation after that round);
+# personalized_*: the device's own model (ditto, fedper) on its held-out data, eval rows only
+CLIENT_COLUMNS = ["round", "device_id", "status", "examples", "loss", "accuracy", "error", "compute_s", "phase",
+                  "personalized_loss", "personalized_accuracy"]
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
@@ -66,33 +69,20 @@ class TensorBoardWriter:
         self._writer.close()
 
 
-class RunRecorder:
-    def __init__(self, out_dir: str | os.PathLike, start_round: int = 0):
-        self.dir = Path(out_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+class History:
+    """Rounds and client rows in memory, as the DataFrames the CLI writes to parquet."""
+
+    def __init__(self):
         self.rounds: list[dict] = []
-        self.clients_dir = self.dir / "clients.parquet"
-        self.clients_dir.mkdir(exist_ok=True)
         self._client_parts: list[pd.DataFrame] = []
         self._clients: pd.DataFrame | None = None
-        if start_round > 0:  # resuming: keep exactly the rounds the checkpoint covers
-            self.rounds = [r for r in pd.read_parquet(self.dir / "rounds.parquet").to_dict("records")
-                           if r["round"] < start_round]
-        for part in sorted(self.clients_dir.glob("round-*.parquet")):
-            if int(part.stem.split("-")[1]) >= start_round:
-                part.unlink()  # written after the checkpoint: the resumed run redoes that round
-            else:
-                self._client_parts.append(pd.read_parquet(part))
-        self.tb = TensorBoardWriter(self.dir / "tensorboard")
 
-    def add_round(self, metrics: dict, clients: list[dict]) -> None:
+    def add_round(self, metrics: dict, clients: list[dict]) -> pd.DataFrame:
         self.rounds.append(metrics)
         new = pd.DataFrame(clients).reindex(columns=CLIENT_COLUMNS)
         self._client_parts.append(new)
         self._clients = None
-        _write_parquet(new, self.clients_dir / f"round-{int(metrics['round']):06d}.parquet")
-        _write_parquet(self.rounds_frame(), self.dir / "rounds.parquet")
-        self.tb.scalars(int(metrics["round"]), metrics)
+        return new
 
     @property
     def clients(self) -> pd.DataFrame:
@@ -105,6 +95,33 @@ class RunRecorder:
 
     def rounds_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rounds)
+
+
+class RunRecorder(History):
+    """`History` that also writes the run directory after every round."""
+
+    def __init__(self, out_dir: str | os.PathLike, start_round: int = 0):
+        super().__init__()
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.clients_dir = self.dir / "clients.parquet"
+        self.clients_dir.mkdir(exist_ok=True)
+        if start_round > 0:  # resuming: keep exactly the rounds the checkpoint covers
+            self.rounds = [r for r in pd.read_parquet(self.dir / "rounds.parquet").to_dict("records")
+                           if r["round"] < start_round]
+        for part in sorted(self.clients_dir.glob("round-*.parquet")):
+            if int(part.stem.split("-")[1]) >= start_round:
+                part.unlink()  # written after the checkpoint: the resumed run redoes that round
+            else:
+                self._client_parts.append(pd.read_parquet(part))
+        self.tb = TensorBoardWriter(self.dir / "tensorboard")
+
+    def add_round(self, metrics: dict, clients: list[dict]) -> pd.DataFrame:
+        new = super().add_round(metrics, clients)
+        _write_parquet(new, self.clients_dir / f"round-{int(metrics['round']):06d}.parquet")
+        _write_parquet(self.rounds_frame(), self.dir / "rounds.parquet")
+        self.tb.scalars(int(metrics["round"]), metrics)
+        return new
 
     def finish(self, summary: dict) -> None:
         write_json(summary, self.dir / "summary.json")

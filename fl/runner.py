@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +10,7 @@ import ray
 import yaml
 
 from fl import checkpoint
+from fl.callbacks import Checkpointer, ProgressBar, Recorder, run_rounds
 from fl.config import Config, ConfigError, load_config
 from fl.pool import WorkerPool, start_ray
 from fl.population import Population
@@ -21,20 +21,36 @@ log = logging.getLogger("fedpop")
 
 
 @contextmanager
-def engine(cfg: Config):
-    """Ray + population + worker pool + process; tears down what it started."""
+def engine(cfg: Config, task: type | None = None, data=None):
+    """Ray + population + worker pool + process; tears down what it started.
+
+    ``task``: the task class when given from Python (else ``experiment.task`` names it);
+    ``data``: a user's `fl.data.FederatedData`, which then defines the population.
+    The task is checked before anything starts."""
+    from fl.task import TaskError, check_task, resolve_task
+
+    try:
+        check_task(resolve_task(task or cfg.experiment.task), needs_data=data is None)
+    except TaskError as e:
+        raise ConfigError(f"bad value for 'experiment.task': {e}") from None
+    if data is not None and len(data) != cfg.population.size:
+        raise ConfigError(f"bad value for 'population.size': {cfg.population.size}, but the federated dataset "
+                          f"has {len(data)} clients (allowed: {len(data)})")
     started = not ray.is_initialized()
     start_ray(cfg.workers.ray_address, cfg.workers.object_store_mb)
-    pool = None
+    pool, process = None, None
     try:
         t = time.perf_counter()
-        population = Population.build(cfg.population, cfg.experiment.seed)
+        population = Population.build(cfg.population, cfg.experiment.seed,
+                                      num_examples=None if data is None else data.sizes)
         build_s = time.perf_counter() - t
-        pool = WorkerPool(cfg.to_dict(), cfg.workers.num, cfg.workers.cpus_per_worker)
+        pool = WorkerPool(cfg.to_dict(), cfg.workers.num, cfg.workers.cpus_per_worker, task_cls=task, data=data)
         process = FederatedProcess(cfg, pool, population)
         process.population_build_s = build_s
         yield process
     finally:
+        if process is not None:
+            process.close()
         if pool is not None:
             pool.shutdown()
         if started:
@@ -50,32 +66,26 @@ def resolve_resume(out_dir: Path, overrides: list[str] | None) -> Config:
 
 
 def train(process: FederatedProcess, out_dir: str | Path, progress: bool = True,
-          initial_weights=None) -> tuple[ServerState, RunRecorder]:
+          initial_weights=None, callbacks=()) -> tuple[ServerState, RunRecorder]:
     """Run rounds until `experiment.rounds`, continuing from a checkpoint in out_dir if present
     (else from `initial_weights`: an array, or a callable run only when starting fresh;
-    None = the task model's own initialization)."""
-    from tqdm import tqdm
-
+    None = the task model's own initialization).  Each round is recorded, checkpointed and
+    shown on a progress bar by callbacks (fl/callbacks.py); ``callbacks`` adds the caller's
+    own after those (e.g. `EarlyStopping`).  Device state (stateful algorithms) lives in
+    ``out_dir/device_state`` and resumes with the checkpoint."""
     cfg = process.cfg
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = checkpoint.load(out_dir)
+    process.use_state_dir(out_dir / "device_state", fresh=state is None)
     if state is None:
         state = process.initialize(initial_weights() if callable(initial_weights) else initial_weights)
         (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     else:
         log.info("resuming %s from round %d", out_dir, state.round)
-    recorder = RunRecorder(out_dir, start_round=state.round)
-    bar = tqdm(total=cfg.experiment.rounds, initial=state.round, desc=cfg.experiment.name, unit="round",
-               disable=not progress, file=sys.stderr, dynamic_ncols=True)
-    while state.round < cfg.experiment.rounds:
-        state, out = process.next(state)
-        recorder.add_round(out.metrics, out.clients)
-        checkpoint.save(out_dir, state)
-        m = out.metrics
-        if m["message"]:
-            tqdm.write(f"warning: {m['message']}", file=sys.stderr)
-        bar.set_postfix(loss=f"{m['train_loss']:.3f}", ok=m["accepted"], drop=m["dropped"])
-        bar.update(1)
-    bar.close()
-    return state, recorder
+    recorder = Recorder(out_dir)
+    standard = [recorder, Checkpointer(out_dir)]
+    if progress:
+        standard.append(ProgressBar(cfg.experiment.rounds, cfg.experiment.name))
+    state = run_rounds(process, state, cfg.experiment.rounds, standard + list(callbacks))
+    return state, recorder.history

@@ -2,7 +2,7 @@
 
 One worker per CPU share (pfl-research's design): per round it receives the global
 weights once (zero-copy from the object store), trains its devices in chunks through one
-traced function (clients/trainer.py) and returns only the partial sums of their updates
+traced function (fl/trainer.py) and returns only the partial sums of their updates
 and metrics (float64, in device-id order), plus one small record per device.
 """
 from __future__ import annotations
@@ -17,25 +17,37 @@ from fl.seeding import hash_uniform, rng_for
 
 
 class DeviceWorker:
-    def __init__(self, config: dict, worker_index: int = 0, threads: int = 1):
+    def __init__(self, config: dict, worker_index: int = 0, threads: int = 1, task_cls: type | None = None,
+                 data=None):
+        """``task_cls``: the task class when given from Python (else ``experiment.task`` names it);
+        ``data``: a user's `fl.data.FederatedData` (else the task makes each device's data)."""
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
-        from clients.cache import DeviceCache
-        from clients.tasks import make_task
-        from clients.trainer import DeviceTrainer
         from fl.aggregators import from_config as aggregator_from_config
+        from fl.cache import DeviceCache
         from fl.config import load_config
+        from fl.task import make_task
+        from fl.trainer import DeviceTrainer
 
-        self.cfg = load_config(config)
+        self.cfg = load_config(config, task=task_cls)
         self.index = worker_index
         seed = self.cfg.experiment.seed
-        self.task = make_task(self.cfg.experiment.task, self.cfg.task, seed)
+        self.task = make_task(task_cls or self.cfg.experiment.task, self.cfg.task, seed)
+        if data is not None:  # a user's federated dataset replaces the task's own device data
+            self.task.device_data = data.device_data
+        tf.keras.utils.set_random_seed(seed)  # a user model without seeded initializers is still reproducible
         self.trainer = DeviceTrainer(self.task, self.cfg.client)
         self.aggregator = aggregator_from_config(self.cfg.aggregator, self.cfg.cohort.goal,
                                                  self.cfg.population.size)
-        self.cache = DeviceCache(self.cfg.workers.cache_dir or None, self.task.cache_namespace)
+        self.data = data
+        namespace = self.task.cache_namespace if data is None else None
+        self.cache = DeviceCache(self.cfg.workers.cache_dir or None, namespace) if namespace else None
+        from fl import algorithms
+
+        self.algorithm = algorithms.from_config(self.cfg.client, self.task, self.trainer)
+        self.store = None  # device state of stateful algorithms; its directory comes with each round
 
     def ping(self) -> dict:
         import ray
@@ -46,6 +58,10 @@ class DeviceWorker:
         return self.trainer.get_weights()
 
     def _data(self, device_id: int, n: int, split: str):
+        if self.data is not None:
+            return self.data.device_data(device_id, n, split)
+        if self.cache is None:
+            return self.task.device_data(device_id, n, split)
         return self.cache.get_or_make(f"{device_id}-{split}-{n}",
                                       lambda: self.task.device_data(device_id, n, split))
 
@@ -62,12 +78,14 @@ class DeviceWorker:
             return self._personalize(weights, device_ids, num_examples, **(options or {}))
         seed, faults = self.cfg.experiment.seed, self.cfg.faults
         t0 = time.perf_counter()
+        if self.algorithm is not None:
+            self._use_store((options or {})["state_dir"])
         import tensorflow as tf
 
         global_w = tf.constant(np.asarray(weights, np.float32))  # one host->TF copy per round
         self._round = {"total": np.zeros(global_w.shape[0], np.float64) if mode == "train" else None,
                        "weight": 0.0, "metrics": {}, "advertised": [], "secure": secure, "positions": positions,
-                       "round": round_num, "mode": mode}
+                       "round": round_num, "mode": mode, "extras": {}}
         if secure is not None:
             from secagg.prg import MaskExpander
 
@@ -90,12 +108,65 @@ class DeviceWorker:
                                                            train=mode == "train")))
             except Exception as e:  # a failing device never takes the worker down
                 _fail(rec, e)
-        for start in range(0, len(ready), self.trainer.chunk):
-            self._run_chunk(global_w, ready[start:start + self.trainer.chunk])
+        if self.algorithm is not None and mode == "train":
+            broadcast = (options or {}).get("broadcast", {})
+            global_np = np.asarray(weights, np.float32)
+            for item in ready:
+                self._run_stateful(global_w, global_np, item, broadcast)
+        else:
+            for start in range(0, len(ready), self.trainer.chunk):
+                self._run_chunk(global_w, ready[start:start + self.trainer.chunk])
+        if self.algorithm is not None and mode == "eval":
+            self._evaluate_personal(np.asarray(weights, np.float32), ready)
         r = self._round
         return {"sum": None if secure is not None else r["total"], "weight": r["weight"], "metrics": r["metrics"],
                 "records": records, "advertise": r["advertised"], "compute_s": time.perf_counter() - t0,
-                "cache_rebuilt": self.cache.rebuilt}
+                "cache_rebuilt": self.cache.rebuilt if self.cache else 0, "extras": r["extras"]}
+
+    def _use_store(self, path: str) -> None:
+        from pathlib import Path
+
+        from fl.device_state import DeviceStateStore
+
+        if self.store is None or self.store.root != Path(path):
+            self.store = DeviceStateStore(path)
+
+    def _run_stateful(self, global_w, global_np, item, broadcast) -> None:
+        """One device of a stateful algorithm (fl/algorithms.py): its state from the store,
+        the algorithm's device step, the new state written back under this round."""
+        rec, i, batches = item
+        t, r = time.perf_counter(), self._round
+        try:
+            state = self.store.load(rec["device_id"], r["round"])
+            delta, stats, new_state, extras = self.algorithm.device_step(self.trainer, global_np, global_w, batches,
+                                                                         state, broadcast)
+            if all(np.all(np.isfinite(v)) for v in new_state.values()):
+                self.store.save(rec["device_id"], r["round"], new_state)  # discarded unless accepted
+            rec["compute_s"] = time.perf_counter() - t
+            self._finish_device(rec, i, delta, stats, extras)
+        except Exception as e:  # a failing device never takes the worker down
+            _fail(rec, e)
+
+    def _evaluate_personal(self, global_np, ready) -> None:
+        """Personalized metrics: each evaluated device's own model (its personal weights or
+        head) on its held-out data; devices that never trained have none (NaN)."""
+        import tensorflow as tf
+
+        for rec, _, batches in ready:
+            if rec["status"] != ACCEPTED:
+                continue
+            try:
+                weights = self.algorithm.personal_weights(global_np, self.store.load(rec["device_id"],
+                                                                                     self._round["round"]))
+                if weights is None:
+                    continue
+                stats = self.trainer.evaluate(tf.constant(weights), batches)
+            except Exception as e:
+                rec["error"] = f"personalized evaluation failed: {type(e).__name__}: {e}"[:500]
+                continue
+            rec.update(personalized_loss=_mean_loss(stats),
+                       personalized_accuracy=stats["correct_sum"] / max(stats["examples"], 1))
+            _add(self._round["metrics"], {f"personalized_{k}": v for k, v in stats.items()})
 
     def _personalize(self, weights, device_ids, num_examples, strategies=("all",)) -> dict:
         """Per device: WER of the global model on its held-out utterances (once), then for each
@@ -107,7 +178,7 @@ class DeviceWorker:
         One record per device and strategy; nothing leaves the device but WERs and losses."""
         import tensorflow as tf
 
-        from clients.trainer import hold_out_validation
+        from fl.trainer import hold_out_validation
 
         t0, tr, seed = time.perf_counter(), self.trainer, self.cfg.experiment.seed
         global_w = np.asarray(weights, np.float32)
@@ -153,7 +224,7 @@ class DeviceWorker:
                 t_dev = time.perf_counter()
                 records.append(rec)
         return {"sum": None, "weight": 0.0, "metrics": {}, "records": records, "advertise": [],
-                "compute_s": time.perf_counter() - t0, "cache_rebuilt": self.cache.rebuilt}
+                "compute_s": time.perf_counter() - t0, "cache_rebuilt": self.cache.rebuilt if self.cache else 0}
 
     def _run_chunk(self, global_w, chunk: list) -> None:
         """Train/evaluate a chunk of devices in one traced call; if the call fails, retry
@@ -181,7 +252,7 @@ class DeviceWorker:
             except Exception as e:
                 _fail(rec, e)
 
-    def _finish_device(self, rec: dict, i: int, delta, stats: dict) -> None:
+    def _finish_device(self, rec: dict, i: int, delta, stats: dict, extras: dict | None = None) -> None:
         """Check one device's update and add it to the partial sum (or to SecAgg)."""
         r, seed, dev = self._round, self.cfg.experiment.seed, rec["device_id"]
         rec.update(loss=_mean_loss(stats),
@@ -210,6 +281,8 @@ class DeviceWorker:
             r["total"] += contrib
             r["weight"] += w
             _add(r["metrics"], {**stats, **info, "reports": 1.0})
+            for k, v in (extras or {}).items():  # e.g. SCAFFOLD's control-variate deltas
+                r["extras"][k] = r["extras"][k] + v if k in r["extras"] else np.array(v, np.float64)
 
     def secure_stage(self, stage: str, messages: dict) -> list:
         """Run one SecAgg stage for this worker's clients; masked inputs are pre-summed
@@ -261,7 +334,7 @@ def _add(acc: dict, stats: dict) -> None:
 
 def crashed_result(device_ids: np.ndarray, num_examples: np.ndarray, error: str) -> dict:
     """What a worker that died mid-round contributes: nothing, and its devices are dropouts."""
-    return {"sum": None, "weight": 0.0, "metrics": {}, "compute_s": 0.0, "cache_rebuilt": 0, "advertise": [],
+    return {"sum": None, "weight": 0.0, "metrics": {}, "compute_s": 0.0, "cache_rebuilt": 0, "advertise": [], "extras": {},
             "records": [{"device_id": int(d), "status": DROPPED, "examples": int(n), "loss": np.nan,
                          "accuracy": np.nan, "error": error, "compute_s": 0.0}
                         for d, n in zip(device_ids.tolist(), num_examples.tolist())]}

@@ -1,6 +1,6 @@
 import numpy as np
 
-from clients.cache import DeviceCache
+from fl.cache import DeviceCache
 
 
 def test_cache_roundtrip_and_corruption_rebuilds(tmp_path):

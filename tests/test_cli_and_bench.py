@@ -37,7 +37,7 @@ def test_existing_run_directory_is_not_overwritten(tmp_path, cache_dir):
 
 
 def test_bench_scale_quick_writes_keys(tmp_path, cache_dir):
-    from fl.bench_scale import run_bench
+    from experiments.bench_scale import run_bench
 
     ray.shutdown()
     res = run_bench(str(tmp_path / "scale.json"), quick=True, cache_dir=cache_dir)

@@ -29,8 +29,11 @@ def test_rounds_outputs_and_determinism(ray_local, cache_dir, tmp_path):
         assert col in rounds
     assert (rounds["selected"] == 12).all() and rounds["dropped"].sum() > 0
     assert set(clients.columns) >= {"device_id", "round", "status", "examples", "loss", "error"}
-    per_round = clients.groupby("round")["status"].value_counts().unstack(fill_value=0)
+    train_rows, eval_rows = clients[clients["phase"] == "train"], clients[clients["phase"] == "eval"]
+    per_round = train_rows.groupby("round")["status"].value_counts().unstack(fill_value=0)
     np.testing.assert_array_equal(per_round["accepted"].to_numpy(), rounds["accepted"].to_numpy())
+    per_round_eval = eval_rows[eval_rows["status"] == "accepted"].groupby("round").size()
+    np.testing.assert_array_equal(per_round_eval.to_numpy(), rounds["eval_devices"].to_numpy())
     assert rounds["eval_loss"].notna().all()
     assert list((tmp_path / "a" / "tensorboard").glob("events.out.tfevents.*"))
     rec.finish({"ok": True})

@@ -12,7 +12,7 @@ from fl.runner import engine, train
     ("charlm", {"task": {"hidden": 16, "embed": 8, "seq_len": 8, "dictionary_size": 300, "new_words": 5}}),
 ])
 def test_three_rounds_match_tff(ray_local, cache_dir, tmp_path, task, extra):
-    from clients.tasks import make_task
+    from fl.task import make_task
     from fl.tff_backend import TFFFedAvg, tff_context, to_dataset
 
     cfg = tiny_config(cache_dir, experiment={"task": task, "rounds": 3},

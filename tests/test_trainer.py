@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from clients.mlp import MLPTask
-from clients.trainer import DeviceTrainer, make_batches
+from fl.trainer import DeviceTrainer, make_batches
 from fl.config import ClientSection
 
 
@@ -34,7 +34,7 @@ def test_devices_of_any_size_reuse_one_trace():
 def test_fedsgd_delta_is_negative_mean_gradient():
     import tensorflow as tf
 
-    from clients.trainer import sparse_ce
+    from fl.trainer import sparse_ce
     task, tr = _trainer(algorithm="fedsgd", lr=1.0)
     data = task.device_data(0, 10)
     w0 = tr.get_weights()
@@ -113,7 +113,7 @@ def test_local_adam_first_step_and_clipping():
 
 
 def test_hold_out_validation_splits_by_target():
-    from clients.trainer import hold_out_validation
+    from fl.trainer import hold_out_validation
 
     y = np.array([[1, 2], [3, 4], [1, 2], [5, 6], [7, 8], [9, 9], [3, 4], [2, 2], [4, 4], [6, 6]])
     data = {"x": np.arange(len(y)), "y": y}

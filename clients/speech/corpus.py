@@ -3,7 +3,7 @@
 `SpeechCorpus(seed, ...)[speaker_id, split]` gives padded features, lengths and label ids over the
 character vocabulary blank=0, space, apostrophe, a-z (CTC / RNN-T style), for the speaker's train or
 held-out test phrases (10% of distinct phrases, as in Euphonia's per-speaker splits; Green et al.
-2021). Entries live in clients.cache.DeviceCache keyed by (seed, speaker, split, config hash);
+2021). Entries live in fl.cache.DeviceCache keyed by (seed, speaker, split, config hash);
 corrupt entries are detected by checksum and rebuilt.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from clients.cache import DeviceCache
+from fl.cache import DeviceCache
 from fl.seeding import rng_for
 
 from . import features as F

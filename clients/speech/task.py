@@ -18,9 +18,10 @@ from clients.speech.corpus import CorpusConfig, SpeechCorpus
 from clients.speech.prompts import DOMAINS
 from clients.speech.rnnt import RNNT, RNNTConfig
 from fl.config import bounded
+from fl.task import Task
 
 
-class ASRTask:
+class ASRTask(Task):
     @dataclass
     class Config:
         n_typical: int = 8

@@ -5,7 +5,7 @@ pretrain-then-federate pattern of e.g. Nguyen et al. 2023, "Where to Begin? On t
 of Pre-Training and Initialization in Federated Learning").
 
 Returns flat float32 weights in the order of ``model.trainable_variables``, the layout the
-engine uses (``clients.tasks.model_with_weights`` is the inverse).
+engine uses (``fl.task.model_with_weights`` is the inverse).
 """
 from __future__ import annotations
 

@@ -57,6 +57,7 @@ def test_now_playing_bad_input():
             load_now_playing({"songs": {"songs": 20}}, [o])
 
 
+@pytest.mark.slow  # an end-to-end study: `make test-all`
 def test_new_words_study_end_to_end(tmp_path):
     from experiments import new_words
 
@@ -87,6 +88,7 @@ def test_new_words_study_end_to_end(tmp_path):
     assert again.words == s["discovered"]
 
 
+@pytest.mark.slow  # an end-to-end study: `make test-all`
 def test_now_playing_study_exact_counts(tmp_path):
     from experiments import now_playing
 

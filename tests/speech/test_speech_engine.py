@@ -1,6 +1,7 @@
 """Speech devices through the round engine: RNN-T FedAvg rounds and held-out-speaker WER."""
 import numpy as np
 import pandas as pd
+import pytest
 import ray
 
 from experiments.fedavg_asr import heldout_wer
@@ -35,7 +36,14 @@ def test_rnnt_fedavg_rounds_and_heldout_wer(tmp_path):
     assert np.abs(state.weights - init.weights).max() > 0
     table, summary = heldout_wer(cfg, state.weights)
     assert summary["heldout_speakers"] == 1 and len(table) == summary["heldout_utterances"] >= 1
-    assert summary["heldout_wer"] >= 0 and set(summary["heldout_wer_by_domain"]) <= {"home", "caregiver", "conversation"}
+    from clients.speech.wer import word_edit_counts
+
+    for row in table.itertuples():  # each row's errors are the word alignment of its own texts
+        e = word_edit_counts(row.reference, row.hypothesis)
+        assert (row.word_errors, row.words) == (e.errors, e.ref_len) and row.words > 0
+    assert summary["heldout_wer"] == table["word_errors"].sum() / table["words"].sum()
+    by_domain = table.groupby("domain").apply(lambda g: g["word_errors"].sum() / g["words"].sum()).to_dict()
+    assert summary["heldout_wer_by_domain"] == by_domain and set(by_domain) <= {"home", "caregiver", "conversation"}
     ray.shutdown()
 
 
@@ -52,6 +60,7 @@ def test_padding_rows_give_finite_loss():
     assert np.isfinite(loss.numpy()).all()
 
 
+@pytest.mark.slow  # an end-to-end study: `make test-all`
 def test_personalization_study_end_to_end(tmp_path):
     """Tiny base model -> per-speaker fine-tuning on atypical devices for all strategies."""
     import json
@@ -131,7 +140,6 @@ def test_batches_are_trimmed_to_their_longest_utterance():
 
 
 def test_population_larger_than_training_speakers_is_rejected(tmp_path):
-    import pytest
 
     from experiments import fedavg_asr
     from fl.config import ConfigError
@@ -141,6 +149,7 @@ def test_population_larger_than_training_speakers_is_rejected(tmp_path):
         fedavg_asr.run(cfg, tmp_path, progress=False)
 
 
+@pytest.mark.slow  # an end-to-end study: `make test-all`
 def test_fedavg_asr_recipe_with_warm_start_is_deterministic_and_cached(tmp_path):
     """Central warm start -> FedAvg rounds -> held-out WER; the warm start is saved and the
     same seed gives the same warm-start weights."""

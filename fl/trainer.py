@@ -92,9 +92,14 @@ class DeviceTrainer:
         self._assign = tf.function(self._assign_impl, input_signature=[flat])
         step = self._gradient_impl if client.algorithm == "fedsgd" else self._local_sgd_impl
         self._step = step
+        # static choices: the proximal term (FedProx; Ditto's personal step) and SCAFFOLD's
+        # gradient correction are traced in only for the algorithms that use them
+        self._prox = client.algorithm in ("fedprox", "ditto")
+        self._corrected = client.algorithm == "scaffold"
         bounds = tf.TensorSpec([None], tf.int32)
         # concrete functions: traced once here, called without tf.function's dispatch cost
-        self._train = tf.function(self._train_impl).get_concrete_function(flat, bx, by, bw, bounds, scalar, scalar)
+        self._train = tf.function(self._train_impl).get_concrete_function(flat, bx, by, bw, bounds, scalar, scalar,
+                                                                           flat, flat)
         self._eval = tf.function(self._eval_impl).get_concrete_function(flat, bx, by, bw, bounds)
         # devices per call: bounded so the stacked deltas stay under ~64 MB
         self.chunk = max(1, min(32, (64 << 20) // (4 * self.num_params)))
@@ -117,17 +122,18 @@ class DeviceTrainer:
         logits = self.model(x, training=training)
         return sparse_ce(y, logits), _correct(y, logits)
 
-    def _batch_loss(self, x, y, w, start, mu):
+    def _batch_loss(self, x, y, w, anchor, mu):
         per_ex, correct = self._per_example(x, y, True)
         n = tf.reduce_sum(w)
         loss = tf.reduce_sum(per_ex * w) / tf.maximum(n, 1.0)
-        if self.client.algorithm == "fedprox":  # Li et al. 2020, "Federated Optimization in Heterogeneous Networks"
-            loss += 0.5 * mu * tf.add_n([tf.reduce_sum(tf.square(v - s)) for v, s in zip(self.variables, start)])
+        if self._prox:  # Li et al. 2020, "Federated Optimization in Heterogeneous Networks"; Ditto's regularizer
+            loss += 0.5 * mu * tf.add_n([tf.reduce_sum(tf.square(v - a)) for v, a in zip(self.variables, anchor)])
         return loss, per_ex, correct
 
-    def _local_sgd_impl(self, xs, ys, ws, lr, mu):
-        """Local training: SGD, or Adam (Kingma & Ba 2015) with fresh moments per device."""
-        start = [tf.identity(v) for v in self.variables]
+    def _local_sgd_impl(self, xs, ys, ws, lr, mu, anchor, correction):
+        """Local training: SGD, or Adam (Kingma & Ba 2015) with fresh moments per device.
+        ``anchor`` is the proximal term's centre; ``correction`` (SCAFFOLD's c - c_i,
+        Karimireddy et al. 2020) is added to every gradient."""
         adam = self.client.optimizer == "adam"
         m = [tf.zeros_like(v) for v in self.variables] if adam else []
         s = [tf.zeros_like(v) for v in self.variables] if adam else []
@@ -136,8 +142,10 @@ class DeviceTrainer:
         for i in tf.range(tf.shape(xs)[0]):
             w = ws[i]
             with tf.GradientTape() as tape:
-                loss, per_ex, correct = self._batch_loss(xs[i], ys[i], w, start, mu)
+                loss, per_ex, correct = self._batch_loss(xs[i], ys[i], w, anchor, mu)
             grads = tape.gradient(loss, self.variables)
+            if self._corrected:
+                grads = [tf.convert_to_tensor(g) + c for g, c in zip(grads, correction)]
             if self.client.clip_norm > 0:
                 grads, _ = tf.clip_by_global_norm(grads, self.client.clip_norm)
             if adam:
@@ -152,7 +160,7 @@ class DeviceTrainer:
             stats += tf.stack([tf.reduce_sum(per_ex * w), tf.reduce_sum(correct * w), tf.reduce_sum(w)])
         return stats
 
-    def _gradient_impl(self, xs, ys, ws, lr, mu):
+    def _gradient_impl(self, xs, ys, ws, lr, mu, anchor, correction):
         """FedSGD (McMahan et al. 2017): one gradient over all local data; delta = -gradient."""
         acc = [tf.zeros_like(v) for v in self.variables]
         stats = tf.zeros([3])
@@ -169,16 +177,19 @@ class DeviceTrainer:
             v.assign_sub(a)
         return stats
 
-    def _train_impl(self, flat, xs, ys, ws, bounds, lr, mu):
-        """For device d (batches bounds[d]:bounds[d+1]): set the global weights, train
+    def _train_impl(self, flat, xs, ys, ws, bounds, lr, mu, anchor, correction):
+        """For device d (batches bounds[d]:bounds[d+1]): set the start weights, train
         locally, emit its delta and stats. Returns ([D, P] deltas, [D, 3] stats)."""
         n = tf.shape(bounds)[0] - 1
         deltas = tf.TensorArray(tf.float32, size=n)
         stats = tf.TensorArray(tf.float32, size=n)
+        anchor_parts = [tf.reshape(p, s) for p, s in zip(tf.split(anchor, self.sizes), self.shapes)] if self._prox else []
+        corr_parts = ([tf.reshape(p, s) for p, s in zip(tf.split(correction, self.sizes), self.shapes)]
+                      if self._corrected else [])
         for d in tf.range(n):
             lo, hi = bounds[d], bounds[d + 1]
             self._assign_impl(flat)
-            stats = stats.write(d, self._step(xs[lo:hi], ys[lo:hi], ws[lo:hi], lr, mu))
+            stats = stats.write(d, self._step(xs[lo:hi], ys[lo:hi], ws[lo:hi], lr, mu, anchor_parts, corr_parts))
             deltas = deltas.write(d, self._get_impl() - flat)
         return deltas.stack(), stats.stack()
 
@@ -214,15 +225,21 @@ class DeviceTrainer:
         rng = rng_for(seed, "shuffle", round_num, device_id) if c.shuffle else None
         return make_batches(data, c.batch_size, c.epochs, c.max_batches, rng)
 
-    def train_many(self, global_flat, devices: list[Batches]) -> tuple[np.ndarray, list[dict]]:
+    def train_many(self, global_flat, devices: list[Batches], mu: float | None = None, anchor=None,
+                   correction=None) -> tuple[np.ndarray, list[dict]]:
         """Local training of each device from `global_flat` (a tf.Tensor, made once per round):
-        returns [D, P] float32 deltas and per-device metric sums."""
+        returns [D, P] float32 deltas and per-device metric sums.  ``mu``/``anchor``: the
+        proximal term's weight and centre (default client.prox_mu and the start weights);
+        ``correction``: SCAFFOLD's gradient correction (flat; algorithm scaffold only)."""
         x, y, w, bounds = _concat(devices)
-        deltas, stats = self._train(global_flat, x, y, w, bounds, self._lr, self._mu)
+        mu = self._mu if mu is None else tf.constant(mu, tf.float32)
+        anchor = global_flat if anchor is None else anchor
+        correction = global_flat if correction is None else correction  # unused unless scaffold
+        deltas, stats = self._train(global_flat, x, y, w, bounds, self._lr, mu, anchor, correction)
         return deltas.numpy(), [_stats(s) for s in stats.numpy()]
 
-    def train(self, global_flat, b: Batches) -> tuple[np.ndarray, dict]:
-        deltas, stats = self.train_many(global_flat, [b])
+    def train(self, global_flat, b: Batches, **kw) -> tuple[np.ndarray, dict]:
+        deltas, stats = self.train_many(global_flat, [b], **kw)
         return deltas[0], stats[0]
 
     def evaluate_many(self, global_flat, devices: list[Batches]) -> list[dict]:

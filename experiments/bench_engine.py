@@ -71,7 +71,7 @@ def _tff(task, cfg, cohorts, counts, init):
 def _floor(task, cfg, cohorts, counts, init):
     import tensorflow as tf
 
-    from clients.trainer import sparse_ce
+    from fl.trainer import sparse_ce
 
     model = task.build_model()
     variables = model.trainable_variables
@@ -115,7 +115,7 @@ def _floor(task, cfg, cohorts, counts, init):
 def run_bench(out: str, quick: bool = False, cache_dir: str | None = None) -> dict:
     import ray
 
-    from clients.tasks import make_task
+    from fl.task import make_task
 
     cfg = _config(quick, cache_dir)
     print(f"[bench engine] fedpop: {cfg.experiment.rounds} rounds, cohort {cfg.cohort.goal}", flush=True)

@@ -1,0 +1,171 @@
+"""`build_process`: a task, a config and optionally a user's federated dataset become a
+process with ``initialize()`` / ``next(state)`` / ``evaluate(state)`` (``tff.learning``'s
+shape), running on a pool of Ray workers that a ``with`` block starts and stops."""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from fl.config import Config, ConfigError, load_config
+
+
+def _nested(flat: dict) -> dict:
+    """{"cohort.goal": 10, "client": {"lr": 0.1}} -> {"cohort": {"goal": 10}, "client": {"lr": 0.1}}."""
+    out: dict = {}
+    for key, value in flat.items():
+        parts = str(key).split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config key {key!r} conflicts with a value given for {p!r}")
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]].update(value)
+        else:
+            node[parts[-1]] = value
+    return out
+
+
+def make_config(task=None, config=None, data=None) -> Config:
+    """A validated `Config` from None, a dict (nested sections and/or dotted keys), a YAML
+    path or a `Config`; ``task`` (a class, registered name or import path) and ``data``
+    (`FederatedData`: it fixes the population's size and example counts) are folded in."""
+    if config is None:
+        raw = {}
+    elif isinstance(config, Config):
+        raw = config.to_dict()
+    elif isinstance(config, (str, Path)):
+        raw = yaml.safe_load(Path(config).read_text()) or {}
+    elif isinstance(config, dict):
+        raw = _nested(config)
+    else:
+        raise ConfigError(f"config must be a dict, a YAML path or a fedpop.Config, not {type(config).__name__}")
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    if isinstance(task, str):
+        raw.setdefault("experiment", {})["task"] = task
+    if data is not None:
+        raw.setdefault("population", {}).update(data.population_overrides())
+    return load_config(raw, task=task if inspect.isclass(task) else None)
+
+
+def build_process(task, config=None, *, data=None, callbacks=()) -> "Process":
+    """The federated training process for ``task`` (a `fedpop.Task` subclass, a registered
+    name such as "charlm", or "package.module:Class") under ``config``.
+
+    ``data``: a `fedpop.FederatedData`; it defines the population (one device per client).
+    ``callbacks``: `fedpop.Callback` objects called after every ``next``.
+    Use it as a context manager (``with build_process(...) as process:``) or call
+    ``start()`` / ``close()``.  Bad config keys or a task missing a required method raise
+    `fedpop.ConfigError` here, before anything starts."""
+    from fl.task import TaskError, check_task, resolve_task
+
+    cfg = make_config(task, config, data)
+    try:
+        check_task(resolve_task(task if task is not None else cfg.experiment.task), needs_data=data is None)
+    except TaskError as e:
+        raise ConfigError(f"bad value for 'experiment.task': {e}") from None
+    return Process(cfg, task if inspect.isclass(task) else None, data, callbacks)
+
+
+class Process:
+    """``initialize()`` -> state; ``next(state)`` -> (state, round metrics); ``evaluate(state)``
+    -> federated-evaluation metrics.  ``rounds`` and ``clients`` hold every round so far as the
+    DataFrames the CLI writes (rounds.parquet, clients.parquet)."""
+
+    def __init__(self, cfg: Config, task_cls, data, callbacks=()):
+        from fl.callbacks import Recorder
+
+        self.cfg, self._task_cls, self.data = cfg, task_cls, data
+        self._recorder = Recorder()
+        self.callbacks = [self._recorder, *callbacks]
+        self._engine = self._process = None
+        self._begun, self._last_state = False, None
+        self.should_stop = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> "Process":
+        from fl.runner import engine
+
+        if self._process is None:
+            self._engine = engine(self.cfg, self._task_cls, self.data)
+            self._process = self._engine.__enter__()
+        return self
+
+    def close(self) -> None:
+        if self._process is not None:
+            try:
+                for cb in self.callbacks if self._begun else ():
+                    cb.on_train_end(self, self._last_state)
+            finally:
+                self._engine.__exit__(None, None, None)
+                self._engine = self._process = None
+
+    def __enter__(self) -> "Process":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def engine(self):
+        """The underlying `fl.process.FederatedProcess` (started on first use)."""
+        return self.start()._process
+
+    # -- tff.learning-shaped process ------------------------------------------------------
+    def initialize(self, weights=None):
+        """Round-0 server state: the task model's initial weights, or ``weights`` (flat float32)."""
+        return self.engine.initialize(weights)
+
+    def next(self, state):
+        """Run one round: returns (new state, the round's metrics dict)."""
+        if not self._begun:
+            self._begun = True
+            for cb in self.callbacks:
+                cb.on_train_begin(self, state)
+        new_state, output = self.engine.next(state)
+        self._last_state = new_state
+        if any([cb.on_round_end(self, new_state, output) for cb in self.callbacks]):
+            self.should_stop = True
+        return new_state, output.metrics
+
+    def evaluate(self, state) -> dict:
+        """Federated evaluation of ``state`` on a fresh cohort's held-out data."""
+        return self.engine.evaluate(state)
+
+    def run(self, rounds: int | None = None, state=None):
+        """``initialize`` (unless ``state`` is given) and ``next`` until ``experiment.rounds``
+        (or ``rounds``) or until a callback asks to stop; returns the final state."""
+        state = self.initialize() if state is None else state
+        total = self.cfg.experiment.rounds if rounds is None else rounds
+        while state.round < total and not self.should_stop:
+            state, _ = self.next(state)
+        return state
+
+    # -- results ---------------------------------------------------------------------------
+    @property
+    def rounds(self) -> pd.DataFrame:
+        h = self._recorder.history
+        return h.rounds_frame() if h is not None else pd.DataFrame()
+
+    @property
+    def clients(self) -> pd.DataFrame:
+        h = self._recorder.history
+        df = h.clients if h is not None else pd.DataFrame()
+        if self.data is not None and len(df):
+            df = df.assign(client_id=[self.data.client_ids[int(d)] for d in df["device_id"]])
+        return df
+
+    @property
+    def population(self) -> pd.DataFrame:
+        """The simulated devices' traits (one row per device)."""
+        return self.engine.population.frame()
+
+    def model(self, state):
+        """The task's Keras model holding ``state``'s weights (built in this process)."""
+        from fl.task import make_task, model_with_weights
+
+        task = make_task(self._task_cls or self.cfg.experiment.task, self.cfg.task, self.cfg.experiment.seed)
+        return model_with_weights(task, state.weights)

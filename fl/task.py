@@ -1,0 +1,163 @@
+"""The task interface the engine owns: what a model family must provide to train in devices.
+
+A task is a Keras model plus each device's data, built once per worker from
+``(config, seed)``.  Subclass `Task` and override at least `build_model` and
+`device_data`; everything else has a default:
+
+- ``Config``: a dataclass of the task's own keys (the config section ``task``); ``None`` = no keys;
+- ``example_spec()``: the ``(x, y)`` TensorSpecs, read from one device's data by default;
+- ``batch_loss(model, x, y, training)``: ``(per-example loss, per-example metric)``; default
+  sparse cross-entropy of the model's logits and accuracy;
+- ``cache_namespace``: where generated device data is cached on disk (``None``: no disk cache);
+- ``personal_mask(model)``: which variables stay on the device under FedPer (default: the last layer).
+
+Tasks are named in configs three ways: a registered name (``charlm``), an import path
+(``my_package.my_module:MyTask``), or, from Python, the class itself.  Packages register
+named tasks through the ``fedpop.tasks`` entry-point group (see pyproject.toml); a
+notebook can call `register_task`.  The engine lists no task itself.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import inspect
+import json
+
+import numpy as np
+
+ENTRY_POINT_GROUP = "fedpop.tasks"
+REQUIRED = ("build_model", "device_data")
+_REGISTERED: dict[str, type] = {}
+
+
+class TaskError(ValueError):
+    """A task that cannot be used: names the task and what is missing."""
+
+
+class Task:
+    """Base class with sensible defaults; see the module docstring for the protocol."""
+
+    Config = None
+    name = "task"
+
+    def __init__(self, config=None, seed: int = 0):
+        self.config, self.seed = config, seed
+
+    # -- required ---------------------------------------------------------------------
+    def build_model(self):
+        raise NotImplementedError
+
+    def device_data(self, device_id: int, num_examples: int, split: str = "train") -> dict[str, np.ndarray]:
+        """``{"x": [n, ...], "y": [n, ...]}`` for one device; split is "train" or "eval"."""
+        raise NotImplementedError
+
+    # -- optional ---------------------------------------------------------------------
+    def example_spec(self):
+        import tensorflow as tf
+
+        d = self.device_data(0, 2, "train")
+        x, y = np.asarray(d["x"]), np.asarray(d["y"])
+        return (tf.TensorSpec([None, *x.shape[1:]], tf.as_dtype(x.dtype)),
+                tf.TensorSpec([None, *y.shape[1:]], tf.as_dtype(y.dtype)))
+
+    @property
+    def cache_namespace(self) -> str | None:
+        """Disk-cache folder for generated device data: the class, seed and config."""
+        cfg = dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else repr(self.config)
+        key = json.dumps([type(self).__module__, type(self).__qualname__, self.seed, cfg], default=str, sort_keys=True)
+        return f"{self.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+    def personal_mask(self, model) -> list[bool]:
+        """Variables kept on the device by FedPer (Arivazhagan et al. 2019): the last layer's."""
+        last = {id(v) for v in model.layers[-1].trainable_variables}
+        return [id(v) in last for v in model.trainable_variables]
+
+
+def register_task(name: str, cls: type | None = None):
+    """Register ``cls`` under ``name`` in this process (also usable as a class decorator).
+    Worker processes see registrations made through the ``fedpop.tasks`` entry points;
+    for a class defined in a notebook, pass the class itself to `fedpop.build_process`."""
+    def add(c):
+        _REGISTERED[name] = c
+        return c
+    return add(cls) if cls is not None else add
+
+
+def registered_names() -> list[str]:
+    from importlib.metadata import entry_points
+
+    return sorted(set(_REGISTERED) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def task_path(cls: type) -> str:
+    """The import path that names ``cls`` in a config (``module:QualName``)."""
+    for name, c in _REGISTERED.items():
+        if c is cls:
+            return name
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def resolve_task(spec) -> type:
+    """The task class for a registered name, an import path ``module:Class`` or a class.
+    Raises `TaskError` naming what is wrong: an unknown name, a module or attribute
+    that cannot be imported, or a class missing a required method."""
+    if inspect.isclass(spec):
+        return check_task(spec)
+    if not isinstance(spec, str) or not spec:
+        raise TaskError(f"a task is a registered name, 'module:Class' or a class, not {spec!r}")
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise TaskError(f"task {spec!r}: cannot import module {module_name!r} ({e})") from None
+        obj = module
+        for part in attr.split("."):
+            if not hasattr(obj, part):
+                raise TaskError(f"task {spec!r}: module {module_name!r} has no attribute {attr!r}")
+            obj = getattr(obj, part)
+        if not inspect.isclass(obj):
+            raise TaskError(f"task {spec!r}: {attr!r} is not a class")
+        return check_task(obj)
+    if spec in _REGISTERED:
+        return check_task(_REGISTERED[spec])
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == spec:
+            return check_task(ep.load())
+    raise TaskError(f"{spec!r} is not a registered task (allowed: {', '.join(registered_names())}, "
+                    f"or an import path 'package.module:Class')")
+
+
+def check_task(cls: type, needs_data: bool = False) -> type:
+    """``cls`` if it provides the required methods, else `TaskError` naming the missing ones.
+    ``device_data`` is required only when no federated dataset supplies the data (``needs_data``)."""
+    required = REQUIRED if needs_data else REQUIRED[:1]
+    missing = [m for m in required if not callable(getattr(cls, m, None))
+               or getattr(cls, m) is getattr(Task, m, object())]
+    if missing:
+        raise TaskError(f"task {cls.__module__}:{cls.__qualname__} is missing required "
+                        f"method(s): {', '.join(missing)} (a task needs build_model, and device_data "
+                        f"unless a federated dataset is given; subclass fedpop.Task for the optional ones)")
+    cfg = getattr(cls, "Config", None)
+    if cfg is not None and not dataclasses.is_dataclass(cfg):
+        raise TaskError(f"task {cls.__qualname__}: Config must be a dataclass (or None)")
+    return cls
+
+
+def make_task(spec, config, seed: int):
+    """Instantiate the task ``spec`` (name, path or class) with its config section."""
+    return resolve_task(spec)(config, seed)
+
+
+def model_with_weights(task, flat_weights):
+    """The task's Keras model holding the engine's flat weight vector (e.g. a checkpoint)."""
+    model = task.build_model()
+    flat, offset = np.asarray(flat_weights, np.float32), 0
+    for v in model.trainable_variables:
+        n = int(np.prod(v.shape))
+        v.assign(flat[offset:offset + n].reshape(v.shape))
+        offset += n
+    return model
