@@ -94,7 +94,7 @@ def draw_style(seed: int, writer: int, config: PopulationConfig) -> WriterStyle:
         speed_peak=float(r.uniform(1.0, 3.0)),
         pen_up_s=float(r.uniform(0.08, 0.35)),
         sample_rate_hz=float(r.choice([60.0, 90.0, 100.0, 120.0, 133.0, 200.0, 240.0])),
-        noise_px=float(r.uniform(0.0, 0.8)),
+        noise_px=float(r.uniform(0.0, 0.5)),
         pixel_px=float(r.choice([0.5, 1.0, 1.0, 2.0])),
     )
 
