@@ -1,7 +1,6 @@
 """Configuration of the analytics studies (``fedpop run new-words`` / ``now-playing``).
 
-Same conventions as :mod:`fl.config`: typed dataclass sections built with
-:func:`fl.config.build_section`, so an unknown key or a bad value raises
+The engine's machinery (:func:`fl.config.build_sections`, ``--set`` parsing, merging), so an unknown key or a bad value raises
 :class:`fl.config.ConfigError` naming the dotted key and what is allowed, and
 ``--set section.key=value`` overrides.  Cross-field checks (epsilon > 0,
 feasible (theta, gamma), enough devices) also run here, before any work.
@@ -10,10 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import typing
 from dataclasses import dataclass, field
 
-from fl.config import ConfigError, PopulationSection, bounded, build_section, choice, parse_overrides, _merge
+from fl.config import ConfigError, PopulationSection, bounded, build_sections, choice, merge, parse_overrides
 
 
 @dataclass
@@ -130,26 +128,7 @@ class NowPlayingConfig:
 
 
 def _build(cls, raw: dict | None, overrides: list[str] | None):
-    data = _merge(raw or {}, parse_overrides(overrides or []))
-    if not isinstance(data, dict):
-        raise ConfigError("config top level must be a mapping of sections")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in names:
-            raise ConfigError(f"unknown key '{key}' (allowed: {', '.join(names)})")
-    defaults = cls()
-    kwargs = {}
-    for name in names:
-        base = dataclasses.asdict(getattr(defaults, name))
-        vals = data.get(name) or {}
-        if not isinstance(vals, dict):
-            raise ConfigError(f"bad value for '{name}': expected a mapping of keys")
-        for key in vals:  # unknown keys first, with build_section's message
-            if key not in base:
-                build_section(hints[name], {key: vals[key]}, name + ".")
-        kwargs[name] = build_section(hints[name], {**base, **vals}, name + ".")
-    return cls(**kwargs)
+    return cls(**build_sections(cls, merge(raw or {}, parse_overrides(overrides or []))))
 
 
 def load_new_words(raw: dict | None = None, overrides: list[str] | None = None) -> NewWordsConfig:

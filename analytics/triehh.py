@@ -32,7 +32,7 @@ import numpy as np
 
 from fl.seeding import hash_uniform
 
-from .secure_histogram import SecAggPool, SecAggSettings, secure_histogram
+from .secure_histogram import SecAggPool, SecAggSettings, one_hot
 
 END = "$"
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -256,42 +256,38 @@ def run_triehh(vocab: Sequence[str], device_items: Callable[[np.ndarray], np.nda
     secagg: settings for the secure sum of votes; ``None`` sums in the clear
         (identical totals; for sweeps and tests only).
     """
-    from tqdm import tqdm
+    from analytics.query import Query, run_query
 
     t0 = time.perf_counter()
     voter = VocabVoter(vocab, params.max_word_len)
-    trie = Trie()
-    per_round = []
-    bar = tqdm(total=params.rounds, desc=label, disable=not progress, leave=False)
-    r = 0
-    for depth in range(params.rounds):
+
+    # the query (analytics/query.py): at depth d each sampled device votes for one of the
+    # trie's candidate extensions (a one-hot row); the server grows the trie with the
+    # extensions that got >= theta votes, and stops when no prefix is left open
+    def select(trie, depth):
+        return np.asarray(sample_devices(depth, params.gamma), np.int64) if trie.candidates(depth) else None
+
+    def device(trie, ids, depth):
         cands = trie.candidates(depth)
-        if not cands:
-            break
-        r = depth + 1
-        ids = np.asarray(sample_devices(depth, params.gamma), np.int64)
-        wc = voter.word_candidates(trie, depth)
+        if not len(ids):
+            return np.zeros((0, len(cands)), np.int64)
         u = hash_uniform(seed, ids, 1_000_003 * (depth + 1) + 7)
-        vote = voter.votes(device_items(ids), wc, u) if len(ids) else np.zeros(0, np.int64)
-        row = {"round": r, "candidates": len(cands), "sampled": int(len(ids)), "voted": int((vote >= 0).sum()),
-               "groups": 0, "survivors": int(len(ids)), "secagg_s": 0.0, "bytes_sent_per_client": 0.0}
-        if len(ids) < 2:
-            counts = np.zeros(len(cands), np.int64)  # nothing can pass theta >= 5
-        elif secagg is None:
-            counts = np.bincount(vote[vote >= 0], minlength=len(cands)).astype(np.int64)
-        else:
-            counts, res = secure_histogram(vote, len(cands), settings=secagg, seed=seed, tag=("triehh", depth),
-                                           pool=pool)
-            row.update(groups=res.groups, survivors=int(len(res.survivors)), secagg_s=res.seconds,
-                       bytes_sent_per_client=res.bytes_sent_per_client, secagg_k=max(res.k, default=0))
+        return one_hot(voter.votes(device_items(ids), voter.word_candidates(trie, depth), u), len(cands))
+
+    def server(trie, counts, reported_ids, depth):
+        cands = trie.candidates(depth)
         kept = trie.grow(depth, counts, params.theta)
-        row.update(kept=len(kept), closed=sum(k.endswith(END) for k in kept))
-        per_round.append(row)
-        bar.update(1)
-        bar.set_postfix(voters=len(ids), kept=len(kept))
-        if not trie.open_prefixes(depth + 1):
-            break
-    bar.close()
+        row = {"candidates": len(cands), "voted": int(counts.sum()), "survivors": int(len(reported_ids)),
+               "kept": len(kept), "closed": sum(k.endswith(END) for k in kept)}
+        return trie, row, not trie.open_prefixes(depth + 1)
+
+    query = Query(Trie, select, device, server, max_total=lambda n: n)
+    trie, per_round = run_query(query, settings=secagg, seed=seed, tag=("triehh",), pool=pool,
+                                max_rounds=params.rounds, progress=progress, label=label)
+    for row in per_round:  # rounds are counted from 1 in TrieHH's tables
+        row["sampled"] = row.pop("selected")
+        row["round"] += 1
+    r = len(per_round)
     words = trie.words()
     return TrieHHResult(words=words, votes={w: trie.votes[w + END] for w in words}, params=params,
                         rounds_run=r, per_round=per_round, seconds=time.perf_counter() - t0)

@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args) -> int:
     from experiments.registry import lookup
-    from fl.config import load_config, load_yaml
+    from fl.config import load_config, read_yaml
     from fl.runner import resolve_resume
 
     overrides = list(args.overrides)
@@ -59,14 +59,14 @@ def _run(args) -> int:
             raise SystemExit("fedpop run: give an experiment name or --resume DIR")
         name = args.name
         module, default = lookup(name)
-        if hasattr(module, "load"):  # analytics studies validate their own config
-            import yaml
-            with open(args.config or default) as fh:
-                raw = yaml.safe_load(fh) or {}
+        # one loader per study: the engine's config (fl.config) unless the study has its own
+        # sections (the analytics studies), built by the same machinery (fl.config.build_sections)
+        loader = getattr(module, "load", None)
+        if loader is not None:
             extra = [f"secagg.workers={args.workers}"] if args.workers is not None else []
-            cfg = module.load(raw, list(args.overrides) + extra)
+            cfg = loader(read_yaml(args.config or default), list(args.overrides) + extra)
         else:
-            cfg = load_yaml(args.config or default, overrides)
+            cfg = load_config(read_yaml(args.config or default), overrides)
         out = Path(args.out or f"runs/{name}")
         if (out / "checkpoint.npz").exists():
             raise SystemExit(f"fedpop run: {out} already holds a run; use --resume {out} or another --out")

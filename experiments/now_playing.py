@@ -30,7 +30,8 @@ from analytics.config import NowPlayingConfig, load_now_playing
 from analytics.evaluation import plot_top_items, topk_metrics
 from analytics.now_playing import ListeningHistories, SongCatalog
 from analytics.population_stats import StatsEncoder
-from analytics.secure_histogram import SecAggPool, secure_sum
+from analytics.query import Query, run_query
+from analytics.secure_histogram import SecAggPool
 from fl.results import write_json
 from fl.seeding import rng_for
 
@@ -43,8 +44,6 @@ def load(raw: dict | None, overrides: list[str] | None = None) -> NowPlayingConf
 
 
 def run(cfg: NowPlayingConfig, out_dir: Path, progress: bool = True) -> dict:
-    from tqdm import tqdm
-
     from fl.cohort import select_cohort
     from fl.population import Population
 
@@ -62,39 +61,36 @@ def run(cfg: NowPlayingConfig, out_dir: Path, progress: bool = True) -> dict:
                               taste_alpha=s.taste_alpha, max_per_song=s.max_per_song)
     truth_all = hist.totals(np.arange(pop.size))  # simulator only
     t_setup = time.perf_counter() - t_start
-    settings = cfg.secagg.settings()
     rc = cfg.rounds
-    total = np.zeros(catalog.n + STATS.width, np.int64)
-    reported = np.zeros(pop.size, bool)
-    rounds = []
-    bar = tqdm(total=pop.size, desc="now-playing devices", disable=not progress, leave=False)
     patience = int(np.ceil(86400.0 / max(rc.round_interval_s, 1.0))) + 1  # a simulated day without reports
-    last_report = 0
+
+    # the query (analytics/query.py): each device adds its song counts and its own total;
+    # the server keeps the running sum and who has reported; a device reports once
+    def select(st, r):
+        if st["reported"].all() or r - st["last_report"] > patience:
+            return None
+        t_sim = rc.start_hour_utc * 3600.0 + r * rc.round_interval_s
+        return select_cohort(pop, rc.goal, t_sim, rng_for(seed, "now-playing-cohort", r),
+                             exclude=np.flatnonzero(st["reported"]))
+
+    def device(st, ids, r):
+        counts = hist.histograms(ids)
+        return np.concatenate([counts, STATS.encode(counts.sum(axis=1))], axis=1)
+
+    def server(st, total, reported_ids, r):
+        st["total"] += total
+        st["reported"][reported_ids] = True
+        if len(reported_ids):
+            st["last_report"] = r
+        return st, {"t_sim_h": (rc.start_hour_utc * 3600.0 + r * rc.round_interval_s) / 3600.0}, False
+
+    query = Query(lambda: {"total": np.zeros(catalog.n + STATS.width, np.int64),
+                           "reported": np.zeros(pop.size, bool), "last_report": 0}, select, device, server)
     with SecAggPool(cfg.secagg.workers) as pool:
-        for r in range(rc.max_rounds):
-            if reported.all() or r - last_report > patience:
-                break
-            t_sim = rc.start_hour_utc * 3600.0 + r * rc.round_interval_s
-            ids = select_cohort(pop, rc.goal, t_sim, rng_for(seed, "now-playing-cohort", r),
-                                exclude=np.flatnonzero(reported))
-            if len(ids) < rc.min_devices:  # too few for a private aggregate: wait for more devices
-                rounds.append({"round": r, "t_sim_h": t_sim / 3600.0, "selected": int(len(ids)), "reported": 0})
-                continue
-            counts = hist.histograms(ids)
-            per_device = counts.sum(axis=1)
-            rows = np.concatenate([counts, STATS.encode(per_device)], axis=1)
-            res = secure_sum(rows, settings=settings, seed=seed, tag=("now-playing", r), pool=pool,
-                             max_total=2**32 - 1)
-            total += res.total.astype(np.int64)
-            reported[ids[res.survivors]] = True
-            last_report = r
-            bar.update(len(res.survivors))
-            rounds.append({"round": r, "t_sim_h": t_sim / 3600.0, "selected": int(len(ids)),
-                           "reported": int(len(res.survivors)), "dropped": int(len(res.dropped)),
-                           "groups": res.groups, "secagg_s": res.seconds,
-                           "bytes_sent_per_client": res.bytes_sent_per_client,
-                           "secagg_k": max(res.k, default=0), "secagg_threshold": max(res.threshold, default=0)})
-    bar.close()
+        st, rounds = run_query(query, settings=cfg.secagg.settings(), seed=seed, tag=("now-playing",), pool=pool,
+                               max_rounds=rc.max_rounds, min_devices=rc.min_devices, progress=progress,
+                               label="now-playing rounds")
+    total, reported = st["total"], st["reported"]
     secure_counts = total[: catalog.n]
     stats = STATS.decode(total[catalog.n:])
     reported_ids = np.flatnonzero(reported)

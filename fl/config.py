@@ -186,11 +186,42 @@ def build_section(cls, values: dict | None, prefix: str):
     return cls(**kwargs)
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge(base: dict, extra: dict) -> dict:
+    """Nested dicts merged, ``extra`` winning (YAML file + ``--set`` overrides)."""
     out = dict(base)
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+
+def build_sections(cls, data: dict, skip: tuple = ()) -> dict:
+    """Every section of the config dataclass ``cls`` from ``data``: an unknown section or
+    key, or a bad value, raises `ConfigError` naming the dotted key and what is allowed.
+    A section's defaults are those of ``cls()`` (a study may change a section's defaults).
+    Sections in ``skip`` are left to the caller. Shared by the engine's `load_config` and
+    the analytics studies (analytics/config.py): one machinery, one error form."""
+    if not isinstance(data, dict):
+        raise ConfigError("config top level must be a mapping of sections")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"unknown key '{key}' (allowed: {', '.join(names)})")
+    defaults = cls()
+    kwargs = {}
+    for name in names:
+        if name in skip:
+            continue
+        vals = data.get(name) or {}
+        if not isinstance(vals, dict):
+            raise ConfigError(f"bad value for '{name}': expected a mapping of keys")
+        base = dataclasses.asdict(getattr(defaults, name))
+        for key in vals:  # unknown keys first, with build_section's message
+            if key not in base:
+                build_section(hints[name], {key: vals[key]}, name + ".")
+        kwargs[name] = build_section(hints[name], {**base, **vals}, name + ".")
+    return kwargs
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -215,16 +246,10 @@ def load_config(raw: dict | None = None, overrides: list[str] | None = None, tas
     class given from Python) decides the keys of the ``task`` section."""
     from fl.task import TaskError, resolve_task, task_path
 
-    data = _merge(raw or {}, parse_overrides(overrides or []))
+    data = merge(raw or {}, parse_overrides(overrides or []))
     if task is not None:
-        data = _merge(data, {"experiment": {"task": task_path(task)}})
-    sections = {f.name: f for f in dataclasses.fields(Config)}
-    for key in data:
-        if key not in sections:
-            raise ConfigError(f"unknown key '{key}' (allowed: {', '.join(sections)})")
-    hints = typing.get_type_hints(Config)
-    kwargs = {name: build_section(hints[name], data.get(name), name + ".")
-              for name in sections if name != "task"}
+        data = merge(data, {"experiment": {"task": task_path(task)}})
+    kwargs = build_sections(Config, data, skip=("task",))
     try:
         task_cls = resolve_task(task if task is not None else kwargs["experiment"].task)
     except TaskError as e:
@@ -281,9 +306,19 @@ def _check_secagg(cfg) -> None:
                           f"cohort.goal={cfg.cohort.goal}: {e}") from None
 
 
-def load_yaml(path: str, overrides: list[str] | None = None) -> Config:
-    with open(path) as fh:
-        raw = yaml.safe_load(fh) or {}
+def read_yaml(path) -> dict:
+    """A config file's sections (a missing file or a non-mapping top level is a `ConfigError`)."""
+    try:
+        with open(path) as fh:
+            raw = yaml.safe_load(fh) or {}
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
-    return load_config(raw, overrides)
+    return raw
+
+
+def load_yaml(path: str, overrides: list[str] | None = None) -> Config:
+    return load_config(read_yaml(path), overrides)

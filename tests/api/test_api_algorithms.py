@@ -111,3 +111,18 @@ def test_scaffold_refuses_secure_aggregation_and_dp():
     with pytest.raises(fedpop.ConfigError, match="scaffold sums control variates in the clear"):
         make_config(LabelSkew, {"client.algorithm": "scaffold", "aggregator.kind": "secagg",
                                 "aggregator.clip_norm": 1.0})
+
+
+def test_a_crashed_worker_leaves_no_device_state_behind(ray_local, cache_dir, tmp_path):
+    cfg = make_config(LabelSkew, {**SKEW, "experiment.rounds": 2, "eval.every": 0, "client.algorithm": "ditto",
+                                  "faults.kill_worker_round": 1, "workers.cache_dir": cache_dir})
+    with engine(cfg, LabelSkew) as process:
+        state, rec = train(process, tmp_path / "crash", progress=False)
+        replaced = process.pool.replaced
+    clients = rec.clients.query("round == 1")
+    crashed = clients[clients["error"].str.contains("crashed")]
+    accepted = clients[clients["status"] == "accepted"]
+    assert replaced == 1 and len(crashed) >= 2 and len(accepted) >= 3 and rec.rounds_frame()["updated"].all()
+    root = tmp_path / "crash" / "device_state"
+    has_r1 = {int(p.parent.name) for p in root.rglob("r1.npz")}
+    assert has_r1 == set(accepted["device_id"])  # the crashed worker's partial writes were discarded

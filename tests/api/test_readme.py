@@ -23,3 +23,14 @@ def test_readme_example_is_short_and_runs(ray_local, capsys):
     assert rounds["train_loss"].iloc[-1] < rounds["train_loss"].iloc[0]
     assert 0.5 < rounds["eval_accuracy"].iloc[-1] <= 1.0  # 3 separable-ish classes: well above chance
     assert "eval_accuracy" in out
+
+
+def test_readme_analytics_query_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    code = next(b for b in blocks if "run_query(" in b)
+    ns: dict = {}
+    exec(compile(code, str(README), "exec"), ns)
+    import numpy as np
+
+    assert len(ns["rounds"]) == 5
+    np.testing.assert_array_equal(ns["state"]["counts"], ns["has_word"].sum(axis=0))  # no dropouts: exact
