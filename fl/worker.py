@@ -206,17 +206,18 @@ class DeviceWorker:
                     tuned = tf.constant(global_w + delta)
                     tr.set_weights(tuned)
                     after = self.task.decode_metrics(tr.model, test)
-                    rec["finetuned_wer"] = after["wer"]
+                    rec["finetuned_wer"] = after.get("wer", after.get("cer", np.nan))
                     if len(val["y"]):
                         val_after = _mean_loss(tr.evaluate(tuned, val_batches))
                         rec.update(val_loss_before=val_before, val_loss_after=val_after,
                                    kept_base=bool(not val_after < val_before))
                         if rec["kept_base"]:
                             after = before
-                    # wer -> wer_before / wer_after, wer_home -> wer_home_before / ..., words -> test_words
+                    # wer -> wer_before / wer_after, wer_home -> wer_home_before / ..., cer -> cer_before / ...,
+                    # words -> test_words
                     for k, v in before.items():
-                        rec[f"{k}_before" if k.startswith("wer") else f"test_{k}"] = v
-                    rec.update({f"{k}_after": v for k, v in after.items() if k.startswith("wer")})
+                        rec[f"{k}_before" if _is_error_rate(k) else f"test_{k}"] = v
+                    rec.update({f"{k}_after": v for k, v in after.items() if _is_error_rate(k)})
                     rec["train_loss"] = _mean_loss(stats)
                 except Exception as e:
                     _fail(rec, e)
@@ -317,6 +318,11 @@ class DeviceWorker:
         if stage == "unmask":
             self._secure = None  # the round is over: forget the secrets
         return out
+
+
+def _is_error_rate(metric: str) -> bool:
+    """Metrics of `decode_metrics` reported before and after personalization (wer*, cer*)."""
+    return metric.startswith(("wer", "cer"))
 
 
 def _mean_loss(stats: dict) -> float:

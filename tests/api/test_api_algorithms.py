@@ -126,3 +126,16 @@ def test_a_crashed_worker_leaves_no_device_state_behind(ray_local, cache_dir, tm
     root = tmp_path / "crash" / "device_state"
     has_r1 = {int(p.parent.name) for p in root.rglob("r1.npz")}
     assert has_r1 == set(accepted["device_id"])  # the crashed worker's partial writes were discarded
+
+
+def test_state_is_held_only_by_devices_that_trained_in_a_million_device_population(ray_local, cache_dir, tmp_path):
+    cfg = make_config(LabelSkew, {**SKEW, "experiment.rounds": 2, "eval.every": 0, "population.size": 1_000_000,
+                                  "population.eligible_prob": 0.6, "cohort.goal": 8, "cohort.min_reports": 4,
+                                  "client.algorithm": "fedper", "workers.cache_dir": cache_dir})
+    with engine(cfg, LabelSkew) as process:
+        state, rec = train(process, tmp_path / "big", progress=False)
+        store = process.state_store
+    trained = rec.clients.query("status == 'accepted' and phase == 'train'")["device_id"].nunique()
+    assert store.devices() == trained == 16  # nothing exists for the other 999,984 devices
+    heads = [p.stat().st_size for p in (tmp_path / "big" / "device_state").rglob("*.npz")]
+    assert max(heads) < 2_000  # FedPer keeps only the head (8x4 + 4 floats), not the model
