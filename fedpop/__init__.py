@@ -20,11 +20,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # quiet TensorFlow on CPU ho
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
 from fedpop.api import Process, build_process  # noqa: E402
-from fl.callbacks import Callback, Checkpointer, EarlyStopping, Lambda, ProgressBar, Recorder  # noqa: E402
+from fl.callbacks import (Callback, Checkpointer, EarlyStopping, Lambda, ProgressBar, Recorder,  # noqa: E402
+                          TensorBoard)
 from fl.config import Config, ConfigError, load_config  # noqa: E402
 from fl.data import FederatedData  # noqa: E402
 from fl.task import Task, TaskError, register_task  # noqa: E402
 
 __all__ = ["Task", "TaskError", "register_task", "build_process", "Process", "FederatedData", "Config",
            "ConfigError", "load_config", "Callback", "Recorder", "Checkpointer", "ProgressBar", "EarlyStopping",
-           "Lambda"]
+           "Lambda", "TensorBoard"]

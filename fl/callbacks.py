@@ -26,7 +26,7 @@ class Callback:
 
 class Recorder(Callback):
     """Keeps rounds and client rows (fl.results.History), and with ``out_dir`` writes
-    rounds.parquet, clients.parquet and TensorBoard events after every round."""
+    rounds.parquet and clients.parquet after every round."""
 
     def __init__(self, out_dir: str | Path | None = None):
         self.out_dir, self.history = out_dir, None
@@ -39,6 +39,26 @@ class Recorder(Callback):
 
     def on_round_end(self, process, state, output):
         self.history.add_round(output.metrics, output.clients)
+
+
+class TensorBoard(Callback):
+    """Every round's numeric metrics as TensorBoard scalars in ``log_dir``."""
+
+    def __init__(self, log_dir: str | Path):
+        self.log_dir, self.writer = Path(log_dir), None
+
+    def on_train_begin(self, process, state):
+        from fl.results import TensorBoardWriter
+
+        self.writer = TensorBoardWriter(self.log_dir)
+
+    def on_round_end(self, process, state, output):
+        self.writer.scalars(int(output.metrics["round"]), output.metrics)
+
+    def on_train_end(self, process, state):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 class Checkpointer(Callback):

@@ -1,4 +1,5 @@
-"""Run outputs: rounds.parquet, clients.parquet, TensorBoard events, summary.json, a PNG curve.
+"""Run outputs: rounds.parquet, clients.parquet, summary.json, a PNG curve (and the
+TensorBoard event writer that the `fl.callbacks.TensorBoard` callback uses).
 
 `rounds.parquet` is rewritten atomically after every round (one row per round);
 `clients.parquet` is a parquet dataset directory with one part file per round, so each
@@ -114,19 +115,16 @@ class RunRecorder(History):
                 part.unlink()  # written after the checkpoint: the resumed run redoes that round
             else:
                 self._client_parts.append(pd.read_parquet(part))
-        self.tb = TensorBoardWriter(self.dir / "tensorboard")
 
     def add_round(self, metrics: dict, clients: list[dict]) -> pd.DataFrame:
         new = super().add_round(metrics, clients)
         _write_parquet(new, self.clients_dir / f"round-{int(metrics['round']):06d}.parquet")
         _write_parquet(self.rounds_frame(), self.dir / "rounds.parquet")
-        self.tb.scalars(int(metrics["round"]), metrics)
         return new
 
     def finish(self, summary: dict) -> None:
         write_json(summary, self.dir / "summary.json")
         plot_training_curve(self.rounds_frame(), self.dir / "training_curve.png")
-        self.tb.close()
 
 
 def plot_training_curve(df: pd.DataFrame, path: Path) -> None:

@@ -10,7 +10,7 @@ import ray
 import yaml
 
 from fl import checkpoint
-from fl.callbacks import Checkpointer, ProgressBar, Recorder, run_rounds
+from fl.callbacks import Checkpointer, ProgressBar, Recorder, TensorBoard, run_rounds
 from fl.config import Config, ConfigError, load_config
 from fl.pool import WorkerPool, start_ray
 from fl.population import Population
@@ -69,8 +69,8 @@ def train(process: FederatedProcess, out_dir: str | Path, progress: bool = True,
           initial_weights=None, callbacks=()) -> tuple[ServerState, RunRecorder]:
     """Run rounds until `experiment.rounds`, continuing from a checkpoint in out_dir if present
     (else from `initial_weights`: an array, or a callable run only when starting fresh;
-    None = the task model's own initialization).  Each round is recorded, checkpointed and
-    shown on a progress bar by callbacks (fl/callbacks.py); ``callbacks`` adds the caller's
+    None = the task model's own initialization).  Each round is recorded, written to
+    TensorBoard, checkpointed and shown on a progress bar by callbacks (fl/callbacks.py); ``callbacks`` adds the caller's
     own after those (e.g. `EarlyStopping`).  Device state (stateful algorithms) lives in
     ``out_dir/device_state`` and resumes with the checkpoint."""
     cfg = process.cfg
@@ -84,7 +84,7 @@ def train(process: FederatedProcess, out_dir: str | Path, progress: bool = True,
     else:
         log.info("resuming %s from round %d", out_dir, state.round)
     recorder = Recorder(out_dir)
-    standard = [recorder, Checkpointer(out_dir)]
+    standard = [recorder, TensorBoard(out_dir / "tensorboard"), Checkpointer(out_dir)]
     if progress:
         standard.append(ProgressBar(cfg.experiment.rounds, cfg.experiment.name))
     state = run_rounds(process, state, cfg.experiment.rounds, standard + list(callbacks))
