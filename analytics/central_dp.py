@@ -34,9 +34,10 @@ class DPRelease:
 
 
 def gaussian_epsilon(sigma: float, l2_sensitivity: float, delta: float) -> float:
-    from secagg.dp import epsilon
+    """ε of one Gaussian release (fl.privacy, the project's one accountant)."""
+    from fl.privacy import gaussian_epsilon as epsilon
 
-    return epsilon(sigma, 1, l2_sensitivity, delta=delta)
+    return epsilon(sigma / l2_sensitivity, delta)
 
 
 def calibrate(epsilon: float, delta: float, max_items: int) -> DPRelease:

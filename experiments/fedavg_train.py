@@ -28,7 +28,16 @@ def summarize(process, state, recorder) -> dict:
     if personal:
         out["personalization"] = personal
     if "dp_epsilon" in df:
+        from fl.privacy import Sampling
+
         out["dp_epsilon"] = float(df["dp_epsilon"].dropna().iloc[-1])
+        cfg = process.cfg.aggregator
+        out["dp"] = {"epsilon": out["dp_epsilon"], "delta": cfg.dp_delta, "noise_multiplier": cfg.dp_noise_multiplier,
+                     "clip_norm": cfg.clip_norm, "accountant": "rdp (dp_accounting)",
+                     "sampling": Sampling("fixed", sample=1, pool=1).describe(),
+                     "sampling_q_per_round": {"min": float(df["dp_sampling_q"].min()),
+                                              "max": float(df["dp_sampling_q"].max())},
+                     "releases": int(df["dp_epsilon"].notna().sum())}
     return out
 
 

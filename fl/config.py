@@ -287,6 +287,10 @@ def load_config(raw: dict | None = None, overrides: list[str] | None = None, tas
                           "aggregator.kind=secagg (allowed: 0)")
     if cfg.aggregator.dp_noise_multiplier > 0 and cfg.aggregator.clip_norm <= 0:
         raise ConfigError("bad value for 'aggregator.clip_norm': central DP needs clip_norm > 0")
+    if cfg.aggregator.dp_noise_multiplier > 0 and cfg.aggregator.weighting != "uniform":
+        raise ConfigError(f"bad value for 'aggregator.weighting': {cfg.aggregator.weighting!r} with "
+                          "dp_noise_multiplier > 0 (DP-FedAvg weights every report equally, with a fixed "
+                          "denominator; allowed: uniform)")
     return cfg
 
 

@@ -144,7 +144,12 @@ class FederatedProcess:
                                   f"cohort.min_reports is {cfg.cohort.min_reports}")
         else:
             round_seed = int(np.random.SeedSequence(seed_words(cfg.experiment.seed, "aggregate", r)).generate_state(1)[0])
-            mean_delta, agg_state, agg_metrics = self.aggregator.finalize(state.agg_state, total, weight, reports, round_seed)
+            round_info = {"selected": len(plan.device_ids)}
+            if cfg.aggregator.dp_noise_multiplier > 0:  # the pool the cohort was really drawn from
+                round_info["eligible"] = int(self.population.eligible(np.arange(self.population.size),
+                                                                      plan.t_start).sum())
+            mean_delta, agg_state, agg_metrics = self.aggregator.finalize(state.agg_state, total, weight, reports,
+                                                                          round_seed, round_info)
             step, opt_state = self.optimizer.update(state.opt_state, -mean_delta)
             new_w = (state.weights.astype(np.float64) + step).astype(np.float32)
             algo_state = (self.algorithm.server_update(state.algo_state, extras, reports, self.population.size)

@@ -156,27 +156,15 @@ def epsilon(noise_std: float, n_clients: int, sensitivity: float, *, rounds: int
     multiplier ``sqrt(n_clients) * noise_std / sensitivity`` (sensitivity in
     quantised units, see :func:`quantized_sensitivity`), optionally Poisson
     subsampled with ``sampling_rate`` and self-composed over ``rounds``, and
-    accounted with dp_accounting's RDP (``'rdp'``) or PLD (``'pld'``)
-    accountant.  Use the smallest number of clients whose noise is guaranteed
+    accounted by fl.privacy (dp_accounting's RDP ``'rdp'`` or PLD ``'pld'``).  Use the smallest number of clients whose noise is guaranteed
     to reach the sum (dropped or colluding clients add none).
     """
-    import dp_accounting
-    from dp_accounting import pld, rdp
+    from fl.privacy import Sampling, gaussian_epsilon
 
     if noise_std <= 0:
         return math.inf
     if n_clients < 1 or sensitivity <= 0 or rounds < 1:
         raise ValueError("need n_clients >= 1, sensitivity > 0, rounds >= 1")
     z = math.sqrt(n_clients) * noise_std / sensitivity
-    event = dp_accounting.GaussianDpEvent(z)
-    if sampling_rate is not None:
-        event = dp_accounting.PoissonSampledDpEvent(sampling_rate, event)
-    event = dp_accounting.SelfComposedDpEvent(event, rounds)
-    if accountant == "rdp":
-        acc = rdp.RdpAccountant()
-    elif accountant == "pld":
-        acc = pld.PLDAccountant()
-    else:
-        raise ValueError("accountant must be 'rdp' or 'pld'")
-    acc.compose(event)
-    return float(acc.get_epsilon(delta))
+    sampling = Sampling("poisson", sampling_rate) if sampling_rate is not None else Sampling()
+    return gaussian_epsilon(z, delta, rounds=rounds, sampling=sampling, accountant=accountant)

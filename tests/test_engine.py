@@ -144,3 +144,35 @@ def test_secure_aggregation_survives_a_worker_crash(ray_local, cache_dir, tmp_pa
     rounds = rec.rounds_frame()
     assert replaced == 1 and rounds["updated"].all()
     assert rounds.loc[0, "secagg_survivors"] == 6 and rounds.loc[0, "dropped"] >= 6
+
+
+def test_dp_run_accounts_the_cohorts_real_sampling_and_resumes_exactly(ray_local, cache_dir, tmp_path):
+    from fl.privacy import Sampling, epsilon_of_events
+
+    agg = {"clip_norm": 0.5, "dp_noise_multiplier": 1.2, "weighting": "uniform", "dp_delta": 1e-6}
+    pop = {"eligible_prob": 0.5, "night_hours": 8}  # a cohort comes from a fraction of the population
+    full_cfg = tiny_config(cache_dir, experiment={"rounds": 4}, aggregator=agg, population=pop)
+    s_full, rec, _ = _run(full_cfg, tmp_path / "full")
+    rounds = rec.rounds_frame()
+    q = rounds["dp_sampling_q"].to_numpy()
+    assert (q > 8 / 300).all()  # the eligible pool is smaller than the population: q is larger than goal/N
+    with engine(full_cfg) as process:  # recompute the pool sizes independently
+        pools = [int(process.population.eligible(np.arange(300), full_cfg.cohort.start_hour_utc * 3600.0
+                                                 + r * full_cfg.cohort.round_interval_s).sum()) for r in range(4)]
+    expected = epsilon_of_events([(1.2, Sampling("fixed", sample=8, pool=p)) for p in pools], 1e-6)
+    assert rounds["dp_epsilon"].iloc[-1] == pytest.approx(expected, rel=1e-12)
+    half = tiny_config(cache_dir, experiment={"rounds": 2}, aggregator=agg, population=pop)
+    _run(half, tmp_path / "resumed")
+    s_res, _, _ = _run(full_cfg, tmp_path / "resumed")
+    np.testing.assert_array_equal(s_full.weights, s_res.weights)
+    for k in s_full.agg_state:
+        np.testing.assert_array_equal(s_full.agg_state[k], s_res.agg_state[k])
+    resumed = pd.read_parquet(tmp_path / "resumed" / "rounds.parquet")
+    np.testing.assert_array_equal(resumed["dp_epsilon"].to_numpy(), rounds["dp_epsilon"].to_numpy())
+
+
+def test_dp_with_example_weighting_is_refused():
+    from fl.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"'aggregator\.weighting': 'examples'.*allowed: uniform"):
+        tiny_config("", aggregator={"clip_norm": 0.5, "dp_noise_multiplier": 1.0})

@@ -39,12 +39,20 @@ def test_weighted_mean_and_clipping():
     np.testing.assert_allclose(np.linalg.norm(out), 1.0)
 
 
-def test_gaussian_dp_noise_and_epsilon():
-    agg = aggregators.gaussian_dp(noise_multiplier=1.0, clip_norm=0.5, expected_reports=10,
-                                  sampling_prob=0.01, target_delta=1e-6)
+def test_gaussian_dp_noise_and_epsilon_from_the_rounds_sampling():
+    from fl.privacy import Sampling, gaussian_epsilon
+
+    agg = aggregators.gaussian_dp(noise_multiplier=1.0, clip_norm=0.5, expected_reports=10, target_delta=1e-6,
+                                  population_size=10_000)
     total = np.zeros(20000)
-    mean, state, m = agg.finalize(agg.init(), total, 10.0, 10, round_seed=1)
+    info = {"selected": 13, "eligible": 4000}
+    mean, state, m = agg.finalize(agg.init(), total, 10.0, 10, 1, info)
     assert abs(np.std(mean) * 10 - 0.5) < 0.02  # noise std z*C on the sum, /10 reports
-    _, state, m2 = agg.finalize(state, total, 10.0, 10, round_seed=2)
-    assert state["rounds"] == 2 and m2["dp_epsilon"] > m["dp_epsilon"] > 0
+    _, state, m2 = agg.finalize(state, total, 10.0, 10, 2, info)
+    assert len(state["dp_z"]) == 2 and m2["dp_epsilon"] > m["dp_epsilon"] > 0
+    fixed = Sampling("fixed", sample=13, pool=4000)
+    assert m2["dp_epsilon"] == gaussian_epsilon(1.0, 1e-6, rounds=2, sampling=fixed)
+    assert m2["dp_sampling_q"] == 13 / 4000
+    # the old report assumed Poisson q = goal / population, which is optimistic here
+    assert m2["dp_epsilon"] > aggregators.dp_epsilon(1.0, 10 / 10_000, 2, 1e-6)
     assert aggregators.dp_epsilon(2.0, 0.01, 100, 1e-6) < aggregators.dp_epsilon(1.0, 0.01, 100, 1e-6)

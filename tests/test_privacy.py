@@ -1,0 +1,83 @@
+"""The one privacy accountant (fl/privacy) against values computed independently."""
+import math
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+
+from fl.privacy import Ledger, NoAccountantError, Sampling, epsilon_of_events, gaussian_epsilon
+
+PHI = NormalDist().cdf
+
+
+def _exact_gaussian_delta(eps, z):
+    """Balle & Wang 2018, Theorem 8: the Gaussian mechanism's exact delta(eps) (sensitivity 1)."""
+    return PHI(-eps * z + 1 / (2 * z)) - math.exp(eps) * PHI(-eps * z - 1 / (2 * z))
+
+
+def _exact_gaussian_eps(z, delta):
+    lo, hi = 0.0, 100.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _exact_gaussian_delta(mid, z) > delta else (lo, mid)
+    return hi
+
+
+def _rdp_subsampled_gaussian_eps(q, z, steps, delta, orders=range(2, 257)):
+    """Mironov, Talwar & Zhang 2019 (integer orders): A_a = sum_k C(a,k) (1-q)^(a-k) q^k
+    exp((k^2 - k) / (2 z^2)), RDP(a) = steps * log(A_a) / (a - 1), then the classic
+    conversion eps = min_a RDP(a) + log(1/delta) / (a - 1): an upper bound on the true eps."""
+    best = math.inf
+    for a in orders:
+        logs = [math.lgamma(a + 1) - math.lgamma(k + 1) - math.lgamma(a - k + 1)
+                + (a - k) * math.log1p(-q) + k * math.log(q) + (k * k - k) / (2 * z * z) for k in range(a + 1)]
+        m = max(logs)
+        log_a = m + math.log(sum(math.exp(v - m) for v in logs))
+        best = min(best, steps * log_a / (a - 1) + math.log(1 / delta) / (a - 1))
+    return best
+
+
+@pytest.mark.parametrize("z,delta", [(1.0, 1e-5), (2.0, 1e-6), (0.7, 1e-3)])
+def test_single_gaussian_matches_the_analytic_gaussian_mechanism(z, delta):
+    exact = _exact_gaussian_eps(z, delta)
+    assert gaussian_epsilon(z, delta, accountant="pld") == pytest.approx(exact, rel=0.01)
+    rdp = gaussian_epsilon(z, delta)
+    assert exact <= rdp <= 1.35 * exact  # RDP is an upper bound, and not a loose one
+
+
+def test_abadi_et_al_dp_sgd_example():
+    """Abadi et al. 2016 (sec. 5): q = 0.01, sigma = 4, 10,000 steps, delta = 1e-5 -> eps 1.26 with
+    their moments accountant. Tighter conversions give less, never more; PLD is tightest."""
+    s = Sampling("poisson", 0.01)
+    rdp = gaussian_epsilon(4.0, 1e-5, rounds=10_000, sampling=s)
+    pld = gaussian_epsilon(4.0, 1e-5, rounds=10_000, sampling=s, accountant="pld")
+    independent = _rdp_subsampled_gaussian_eps(0.01, 4.0, 10_000, 1e-5)
+    assert pld < rdp <= independent <= 1.26
+    assert independent == pytest.approx(rdp, rel=0.25)
+
+
+def test_fixed_size_sampling_without_amplification_is_the_plain_gaussian_under_replace_one():
+    whole = gaussian_epsilon(1.0, 1e-6, sampling=Sampling("fixed", sample=50, pool=50))
+    # replace-one moves a sum of C-clipped updates by 2C: the plain Gaussian with z/2
+    assert whole == pytest.approx(gaussian_epsilon(0.5, 1e-6), rel=1e-6)
+    sub = gaussian_epsilon(1.0, 1e-6, sampling=Sampling("fixed", sample=50, pool=5000))
+    assert sub < whole
+
+
+def test_uncovered_schemes_are_refused_not_guessed():
+    with pytest.raises(NoAccountantError, match="does not cover"):
+        gaussian_epsilon(1.0, 1e-6, sampling=Sampling("fixed", sample=5, pool=100), accountant="pld")
+    with pytest.raises(NoAccountantError, match="mix"):
+        epsilon_of_events([(1.0, Sampling("poisson", 0.1)), (1.0, Sampling("fixed", sample=5, pool=50))], 1e-6)
+    with pytest.raises(ValueError):
+        Sampling("fixed", sample=10, pool=5)
+
+
+def test_ledger_round_trips_and_composes_varying_rounds():
+    ledger = Ledger()
+    rounds = [(1.1, Sampling("fixed", sample=13, pool=p)) for p in (900, 1000, 1100, 1000)]
+    for z, s in rounds:
+        ledger.add(z, s)
+    again = Ledger({k: np.array(v) for k, v in ledger.state().items()})
+    assert again.rounds() == rounds and again.epsilon(1e-6) == epsilon_of_events(rounds, 1e-6)
+    assert epsilon_of_events(rounds[:2], 1e-6) < again.epsilon(1e-6)
