@@ -1,9 +1,17 @@
 """Composable aggregators in the style of `tff.aggregators`: factories that wrap factories.
 
-An aggregator has two halves. `client(delta, examples)` runs in the worker on each
-device's update and returns what is summed (weighted delta, weight); workers add these
-up in float64 and the server adds the workers' partial sums. `finalize` turns the sum
-into the mean update on the server and may keep state (e.g. the DP accountant).
+An aggregator has two halves with state on both.  ``client(delta, examples, broadcast)``
+runs in the worker on each device's update (``broadcast``: the client half's state, e.g.
+the current adaptive clip norm, sent with the round) and returns (contribution, weight,
+info).  Workers either add contributions up in float64 (``accumulate="sum"``) or keep
+every one (``"stack"``: the robust aggregators, which need all updates; memory
+reports x parameters x 4 bytes on the coordinator).  ``finalize`` turns the accumulated
+value into the mean update on the server and updates the state; ``round_info`` carries
+what the round knows: ``selected`` / ``eligible`` devices (DP accounting) and
+``client_info``, the sum of every report's info (e.g. how many were under the clip).
+
+Write a new one by wrapping (see README, "Write an aggregator"): keep ``init``/``finalize``
+of the inner aggregator and change ``client``, or the reverse.
 """
 from __future__ import annotations
 
@@ -14,18 +22,24 @@ import numpy as np
 from fl.config import AggregatorSection
 
 
+def _no_broadcast(state: dict) -> dict:
+    return {}
+
+
 class Aggregator(NamedTuple):
     init: Callable[[], dict]
-    client: Callable[[np.ndarray, float], tuple[np.ndarray, float, dict]]
-    # (state, summed, weight_sum, reports, round_seed[, round_info]) -> (mean, state, metrics);
-    # round_info: {"selected", "eligible"} devices of the round (DP accounting needs them)
+    # (delta, examples, broadcast=None) -> (contribution, weight, info)
+    client: Callable[..., tuple[np.ndarray, float, dict]]
+    # (state, accumulated, weight_sum, reports, round_seed, round_info=None) -> (mean, state, metrics)
     finalize: Callable[..., tuple[np.ndarray, dict, dict]]
+    broadcast: Callable[[dict], dict] = _no_broadcast  # server state -> the client half's state
+    accumulate: str = "sum"  # "sum" | "stack"
 
 
 def mean(weighting: str = "examples") -> Aggregator:
     """Weighted mean; `examples` weighting is FedAvg's (McMahan et al. 2017)."""
 
-    def client(delta, examples):
+    def client(delta, examples, broadcast=None):
         w = float(examples) if weighting == "examples" else 1.0
         return delta * w, w, {}
 
@@ -35,16 +49,96 @@ def mean(weighting: str = "examples") -> Aggregator:
     return Aggregator(dict, client, finalize)
 
 
+def _scaled_to(delta: np.ndarray, max_norm: float) -> tuple[np.ndarray, float]:
+    norm = float(np.linalg.norm(delta))
+    return (delta * (max_norm / norm), norm) if norm > max_norm > 0 else (delta, norm)
+
+
 def clipped(max_norm: float, inner: Aggregator) -> Aggregator:
     """L2-clip each device's delta to `max_norm` before the inner aggregator sees it."""
 
-    def client(delta, examples):
-        norm = float(np.linalg.norm(delta))
-        scale = min(1.0, max_norm / norm) if norm > 0 else 1.0
-        out, w, info = inner.client(delta * scale, examples)
-        return out, w, {**info, "clipped": float(scale < 1.0)}
+    def client(delta, examples, broadcast=None):
+        out, norm = _scaled_to(delta, max_norm)
+        c, w, info = inner.client(out, examples, broadcast)
+        return c, w, {**info, "clipped": float(norm > max_norm)}
 
-    return Aggregator(inner.init, client, inner.finalize)
+    return inner._replace(client=client)
+
+
+def adaptive_clipped(inner: Aggregator, initial_norm: float = 1.0, target_quantile: float = 0.5,
+                     lr: float = 0.2) -> Aggregator:
+    """Adaptive quantile clipping (Andrew et al. 2021, "Differentially Private Learning with
+    Adaptive Clipping"): the clip norm C is state the server sends to the devices; each
+    reports whether its update norm was <= C, and the server moves C geometrically,
+    C <- C exp(-lr (b - target_quantile)), b the fraction at or under C, so C tracks the
+    target quantile of the update norms.  (The non-private estimator: combined with DP,
+    b itself would need noise; that combination is refused in config.)"""
+
+    def init():
+        return {**inner.init(), "clip_norm": float(initial_norm)}
+
+    def broadcast(state):
+        return {**inner.broadcast(state), "clip_norm": float(state["clip_norm"])}
+
+    def client(delta, examples, broadcast=None):
+        c_norm = float((broadcast or {}).get("clip_norm", initial_norm))
+        out, norm = _scaled_to(delta, c_norm)
+        c, w, info = inner.client(out, examples, broadcast)
+        return c, w, {**info, "clipped": float(norm > c_norm), "under_clip": float(norm <= c_norm)}
+
+    def finalize(state, acc, weight_sum, reports, round_seed, round_info=None):
+        mean_delta, new_state, metrics = inner.finalize(state, acc, weight_sum, reports, round_seed, round_info)
+        under = (round_info or {}).get("client_info", {}).get("under_clip", 0.0) / max(reports, 1)
+        clip = float(state["clip_norm"] * np.exp(-lr * (under - target_quantile)))
+        return mean_delta, {**new_state, "clip_norm": clip}, {**metrics, "clip_norm": float(state["clip_norm"]),
+                                                               "under_clip_fraction": under}
+
+    return Aggregator(init, client, finalize, broadcast, inner.accumulate)
+
+
+def zeroing(max_norm: float, inner: Aggregator) -> Aggregator:
+    """Zero out (and give no weight to) an update whose L2 norm exceeds ``max_norm`` or is
+    not finite, as `tff.aggregators.zeroing_factory` does: one huge update cannot dominate."""
+
+    def client(delta, examples, broadcast=None):
+        norm = float(np.linalg.norm(delta))
+        if not np.isfinite(norm) or norm > max_norm:
+            c, _, info = inner.client(np.zeros_like(delta), examples, broadcast)
+            return c * 0.0, 0.0, {**info, "zeroed": 1.0}
+        c, w, info = inner.client(delta, examples, broadcast)
+        return c, w, {**info, "zeroed": 0.0}
+
+    return inner._replace(client=client)
+
+
+def _stacked(delta, examples, broadcast=None):
+    """Client half of the robust aggregators: the update itself, unweighted, kept whole."""
+    return np.asarray(delta, np.float32), 1.0, {}
+
+
+def median() -> Aggregator:
+    """Coordinate-wise median of the reports (Yin et al. 2018, "Byzantine-Robust Distributed
+    Learning"): a minority of arbitrary updates cannot move it past the honest range.
+    The coordinator holds every update: reports x parameters x 4 bytes."""
+
+    def finalize(state, stacked, weight_sum, reports, round_seed, round_info=None):
+        return np.median(np.asarray(stacked, np.float64), axis=0), state, {}
+
+    return Aggregator(dict, _stacked, finalize, _no_broadcast, "stack")
+
+
+def trimmed_mean(trim_fraction: float = 0.1) -> Aggregator:
+    """Coordinate-wise trimmed mean (Yin et al. 2018): per coordinate, drop the
+    ``floor(trim_fraction * n)`` largest and smallest values and average the rest."""
+    if not 0 <= trim_fraction < 0.5:
+        raise ValueError(f"trim_fraction must be in [0, 0.5), got {trim_fraction}")
+
+    def finalize(state, stacked, weight_sum, reports, round_seed, round_info=None):
+        x = np.sort(np.asarray(stacked, np.float64), axis=0)
+        k = int(np.floor(trim_fraction * len(x)))
+        return x[k:len(x) - k].mean(axis=0), state, {"trimmed_per_side": k}
+
+    return Aggregator(dict, _stacked, finalize, _no_broadcast, "stack")
 
 
 def gaussian_dp(noise_multiplier: float, clip_norm: float, expected_reports: int, target_delta: float,
@@ -82,7 +176,51 @@ def dp_epsilon(noise_multiplier: float, sampling_prob: float, rounds: int, delta
     return gaussian_epsilon(noise_multiplier, delta, rounds=rounds, sampling=Sampling("poisson", sampling_prob))
 
 
+REDUCTIONS = ("mean", "median", "trimmed_mean", "dp_mean")
+WRAPPERS = ("zeroing", "clip", "adaptive_clip")
+
+
+def check_chain(chain, kind: str = "mean") -> None:
+    """Raise ValueError naming what is wrong with an aggregator chain (a list of names: the
+    wrappers in the order a device's update meets them, then one reduction)."""
+    chain = list(chain)
+    unknown = [c for c in chain if c not in REDUCTIONS + WRAPPERS]
+    if unknown:
+        raise ValueError(f"unknown aggregator {unknown[0]!r} (allowed: {', '.join(WRAPPERS + REDUCTIONS)})")
+    if not chain or chain[-1] not in REDUCTIONS:
+        raise ValueError(f"the chain must end with one reduction ({', '.join(REDUCTIONS)})")
+    if any(c in REDUCTIONS for c in chain[:-1]):
+        raise ValueError(f"a reduction ({', '.join(c for c in chain[:-1] if c in REDUCTIONS)}) must be last")
+    if sum(c in ("clip", "adaptive_clip") for c in chain) > 1:
+        raise ValueError("at most one of clip, adaptive_clip")
+    if len(set(chain)) != len(chain):
+        raise ValueError("an aggregator appears twice in the chain")
+    if chain[-1] == "dp_mean" and "adaptive_clip" in chain:
+        raise ValueError("adaptive_clip with dp_mean is not supported (the clip count would need its own noise)")
+    if kind == "secagg" and chain[-1] != "mean":
+        raise ValueError(f"aggregator.kind=secagg sums updates securely: the reduction must be mean, not "
+                         f"{chain[-1]} (a secure sum reveals only the sum)")
+
+
 def from_config(c: AggregatorSection, cohort_goal: int, population_size: int) -> Aggregator:
+    """The configured aggregator: ``c.chain`` if given, else the flat keys' default chain."""
+    if c.chain:
+        check_chain(c.chain, c.kind)
+        chain = list(c.chain)
+        reduction = chain.pop()
+        if reduction == "dp_mean":
+            agg = gaussian_dp(c.dp_noise_multiplier, c.clip_norm, cohort_goal, c.dp_delta, population_size)
+        else:
+            agg = {"mean": lambda: mean(c.weighting), "median": median,
+                   "trimmed_mean": lambda: trimmed_mean(c.trim_fraction)}[reduction]()
+        for name in reversed(chain):  # the first wrapper sees the raw update: apply it last
+            if name == "clip":
+                agg = clipped(c.clip_norm, agg)
+            elif name == "adaptive_clip":
+                agg = adaptive_clipped(agg, c.clip_norm or 1.0, c.clip_target_quantile, c.clip_lr)
+            elif name == "zeroing":
+                agg = zeroing(c.zeroing_norm, agg)
+        return agg
     if c.dp_noise_multiplier > 0:
         return gaussian_dp(c.dp_noise_multiplier, c.clip_norm, cohort_goal, c.dp_delta, population_size)
     agg = mean(c.weighting)

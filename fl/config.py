@@ -101,6 +101,13 @@ class AggregatorSection:
     secagg_dropout_rate: float = bounded(0.1, 0, 0.9)  # dropouts the (k, t) choice must survive
     secagg_corrupt_fraction: float = bounded(0.05, 0, 0.5)  # colluding devices the threshold must tolerate
     secagg_malicious: bool = False  # active-security mode: signed messages + ConsistencyCheck round
+    # an explicit chain (fl/aggregators.py): wrappers in the order an update meets them, then one
+    # reduction, e.g. [zeroing, adaptive_clip, mean] or [clip, trimmed_mean]; () = from the keys above
+    chain: tuple[str, ...] = ()
+    clip_target_quantile: float = bounded(0.5, 0, 1)  # adaptive_clip (Andrew et al. 2021); starts at clip_norm
+    clip_lr: float = bounded(0.2, 0)
+    zeroing_norm: float = bounded(0.0, 0)  # zeroing: updates with a larger L2 norm count as zero
+    trim_fraction: float = bounded(0.1, 0, 0.49)  # trimmed_mean: dropped at each end, per coordinate
 
 
 @dataclass
@@ -123,6 +130,7 @@ class FaultsSection:
     """Fault injection, for robustness studies and tests (all off by default)."""
     device_error_rate: float = bounded(0.0, 0, 1)
     nan_rate: float = bounded(0.0, 0, 1)
+    byzantine_rate: float = bounded(0.0, 0, 1)  # devices that send a large arbitrary update instead of theirs
     kill_worker_round: int = -1  # the first worker crashes mid-round in this round
 
 
@@ -277,6 +285,8 @@ def load_config(raw: dict | None = None, overrides: list[str] | None = None, tas
         if cfg.client.optimizer != "sgd":
             raise ConfigError("bad value for 'client.optimizer': scaffold's control variates assume local SGD "
                               "(allowed: sgd)")
+    if cfg.aggregator.chain:
+        _check_chain(cfg)
     if cfg.aggregator.kind == "secagg" and cfg.aggregator.clip_norm <= 0:
         raise ConfigError("bad value for 'aggregator.clip_norm': aggregator.kind=secagg needs clip_norm > 0 "
                           "(the clipping bound sets the quantization range)")
@@ -292,6 +302,27 @@ def load_config(raw: dict | None = None, overrides: list[str] | None = None, tas
                           "dp_noise_multiplier > 0 (DP-FedAvg weights every report equally, with a fixed "
                           "denominator; allowed: uniform)")
     return cfg
+
+
+def _check_chain(cfg) -> None:
+    from fl.aggregators import check_chain
+
+    agg = cfg.aggregator
+    try:
+        check_chain(agg.chain, agg.kind)
+    except ValueError as e:
+        raise ConfigError(f"bad value for 'aggregator.chain': {list(agg.chain)}: {e}") from None
+    if "zeroing" in agg.chain and agg.zeroing_norm <= 0:
+        raise ConfigError("bad value for 'aggregator.zeroing_norm': the chain has zeroing, so it must be > 0")
+    if ("clip" in agg.chain or "dp_mean" in agg.chain) and agg.clip_norm <= 0:
+        raise ConfigError(f"bad value for 'aggregator.clip_norm': the chain {list(agg.chain)} needs clip_norm > 0")
+    if "dp_mean" in agg.chain and agg.dp_noise_multiplier <= 0:
+        raise ConfigError("bad value for 'aggregator.dp_noise_multiplier': dp_mean needs a noise multiplier > 0")
+    if agg.dp_noise_multiplier > 0 and agg.chain[-1] != "dp_mean":
+        raise ConfigError("bad value for 'aggregator.chain': dp_noise_multiplier > 0 but the chain does not end "
+                          "with dp_mean (noise would silently be left out)")
+    if agg.chain[-1] in ("median", "trimmed_mean") and cfg.client.algorithm == "scaffold":
+        raise ConfigError("bad value for 'aggregator.chain': scaffold's control variates assume a mean")
 
 
 def _check_secagg(cfg) -> None:

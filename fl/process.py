@@ -59,14 +59,20 @@ class FederatedProcess:
             self.state_store.clear()
 
     def _options(self, state: ServerState) -> dict | None:
-        if self.algorithm is None:
-            return None
-        if self.state_store is None:  # no run directory (Python API): a temporary one, removed by close()
-            import tempfile
+        """What the workers get with the round besides the weights: the aggregator's client
+        state (e.g. the adaptive clip norm) and a stateful algorithm's broadcast and store."""
+        options = {}
+        agg = self.aggregator.broadcast(state.agg_state)
+        if agg:
+            options["aggregator"] = agg
+        if self.algorithm is not None:
+            if self.state_store is None:  # no run directory (Python API): a temporary one, removed by close()
+                import tempfile
 
-            self._temp_state = tempfile.TemporaryDirectory(prefix="fedpop-device-state-")
-            self.use_state_dir(self._temp_state.name, fresh=True)
-        return {"broadcast": state.algo_state, "state_dir": str(self.state_store.root)}
+                self._temp_state = tempfile.TemporaryDirectory(prefix="fedpop-device-state-")
+                self.use_state_dir(self._temp_state.name, fresh=True)
+            options.update(broadcast=state.algo_state, state_dir=str(self.state_store.root))
+        return options or None
 
     def close(self) -> None:
         if self._temp_state is not None:
@@ -112,11 +118,16 @@ class FederatedProcess:
         clients.sort(key=lambda rec: rec["device_id"])
         counts = {s: sum(rec["status"] == s for rec in clients) for s in (ACCEPTED, DROPPED, STRAGGLER, FAILED, REJECTED)}
         sums, extras = {}, {}
+        stacked = self.aggregator.accumulate == "stack"
         if secure is None:
             total, weight = np.zeros(state.weights.size, np.float64), 0.0
+            if stacked:  # robust aggregators: every accepted update, in worker (= device-id) order
+                parts = [res["sum"] for res in results if res["sum"] is not None]
+                total = np.concatenate(parts) if parts else np.zeros((0, state.weights.size), np.float32)
         for res in results:  # fixed worker order: same bits for the same worker count
             if res["sum"] is not None:
-                total += res["sum"]
+                if not stacked:
+                    total += res["sum"]
                 weight += res["weight"]
             for k, v in res["metrics"].items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -144,7 +155,7 @@ class FederatedProcess:
                                   f"cohort.min_reports is {cfg.cohort.min_reports}")
         else:
             round_seed = int(np.random.SeedSequence(seed_words(cfg.experiment.seed, "aggregate", r)).generate_state(1)[0])
-            round_info = {"selected": len(plan.device_ids)}
+            round_info = {"selected": len(plan.device_ids), "client_info": sums}
             if cfg.aggregator.dp_noise_multiplier > 0:  # the pool the cohort was really drawn from
                 round_info["eligible"] = int(self.population.eligible(np.arange(self.population.size),
                                                                       plan.t_start).sum())

@@ -85,7 +85,8 @@ class DeviceWorker:
         global_w = tf.constant(np.asarray(weights, np.float32))  # one host->TF copy per round
         self._round = {"total": np.zeros(global_w.shape[0], np.float64) if mode == "train" else None,
                        "weight": 0.0, "metrics": {}, "advertised": [], "secure": secure, "positions": positions,
-                       "round": round_num, "mode": mode, "extras": {}}
+                       "round": round_num, "mode": mode, "extras": {},
+                       "broadcast": (options or {}).get("aggregator"), "stack": [], "stack_weights": []}
         if secure is not None:
             from secagg.prg import MaskExpander
 
@@ -119,6 +120,9 @@ class DeviceWorker:
         if self.algorithm is not None and mode == "eval":
             self._evaluate_personal(np.asarray(weights, np.float32), ready)
         r = self._round
+        if self.aggregator.accumulate == "stack" and mode == "train":
+            r["total"] = (np.stack(r["stack"]) if r["stack"]
+                          else np.zeros((0, global_w.shape[0]), np.float32))  # [devices, P], device-id order
         return {"sum": None if secure is not None else r["total"], "weight": r["weight"], "metrics": r["metrics"],
                 "records": records, "advertise": r["advertised"], "compute_s": time.perf_counter() - t0,
                 "cache_rebuilt": self.cache.rebuilt if self.cache else 0, "extras": r["extras"]}
@@ -264,6 +268,9 @@ class DeviceWorker:
         delta = delta.astype(np.float64)
         if hash_uniform(seed, dev, r["round"] * 2) < self.cfg.faults.nan_rate:
             delta[0] = np.nan
+        if hash_uniform(seed, dev, r["round"] * 2 + 7_919) < self.cfg.faults.byzantine_rate:  # an attacker's update
+            attack = rng_for(seed, "byzantine", r["round"], dev).normal(0.0, 1.0, delta.shape)
+            delta = attack * (100.0 * max(float(np.linalg.norm(delta)), 1.0) / np.linalg.norm(attack))
         if not np.all(np.isfinite(delta)):
             rec.update(status=REJECTED, error="non-finite update (NaN/Inf) rejected")
         elif r["secure"] is not None:
@@ -278,8 +285,12 @@ class DeviceWorker:
             self._secure["clients"][pos] = (client, q)
             _add(r["metrics"], {**stats, "reports": 1.0})
         else:
-            contrib, w, info = self.aggregator.client(delta, stats["examples"])
-            r["total"] += contrib
+            contrib, w, info = self.aggregator.client(delta, stats["examples"], r["broadcast"])
+            if self.aggregator.accumulate == "stack":  # robust aggregators need every update
+                r["stack"].append(np.asarray(contrib, np.float32))
+                r["stack_weights"].append(w)
+            else:
+                r["total"] += contrib
             r["weight"] += w
             _add(r["metrics"], {**stats, **info, "reports": 1.0})
             for k, v in (extras or {}).items():  # e.g. SCAFFOLD's control-variate deltas

@@ -34,3 +34,18 @@ def test_readme_analytics_query_example_runs():
 
     assert len(ns["rounds"]) == 5
     np.testing.assert_array_equal(ns["state"]["counts"], ns["has_word"].sum(axis=0))  # no dropouts: exact
+
+
+def test_readme_aggregator_example_is_short_and_works():
+    import numpy as np
+
+    code = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "norm_logged" in b)
+    assert len(code.strip().splitlines()) <= 20
+    ns: dict = {}
+    exec(compile(code, str(README), "exec"), ns)
+    agg = ns["agg"]
+    outs = [agg.client(np.full(4, k), 3) for k in (1.0, 3.0)]
+    info = {"norm_sum": sum(o[2]["norm_sum"] for o in outs)}
+    update, _, metrics = agg.finalize(agg.init(), outs[0][0] + outs[1][0], 6.0, 2, 0, {"client_info": info})
+    np.testing.assert_allclose(update, np.full(4, 2.0))
+    assert metrics["mean_update_norm"] == 4.0  # (2 + 6) / 2

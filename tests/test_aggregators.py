@@ -1,0 +1,103 @@
+"""Each aggregator's defining property, on the aggregator alone and through the engine."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine_testing import tiny_config
+from fl import aggregators as A
+from fl.runner import engine, train
+
+
+def _aggregate(agg, deltas, examples=None, state=None, seed=0):
+    """What workers + process do: client half per update, accumulate, finalize."""
+    state = agg.init() if state is None else state
+    b = agg.broadcast(state)
+    outs = [agg.client(d, n, b) for d, n in zip(deltas, examples or [1] * len(deltas))]
+    info = {}
+    for _, _, i in outs:
+        for k, v in i.items():
+            info[k] = info.get(k, 0.0) + v
+    acc = np.stack([o[0] for o in outs]) if agg.accumulate == "stack" else sum(o[0] for o in outs)
+    return agg.finalize(state, acc, sum(o[1] for o in outs), len(outs), seed, {"client_info": info})
+
+
+def test_median_and_trimmed_mean_ignore_a_minority_of_arbitrary_updates():
+    rng = np.random.default_rng(0)
+    honest = [np.full(50, 1.0) + rng.normal(0, 0.1, 50) for _ in range(7)]
+    attack = [rng.normal(0, 1e4, 50) for _ in range(3)]
+    for agg in (A.median(), A.trimmed_mean(0.3)):
+        out, _, _ = _aggregate(agg, honest + attack)
+        lo, hi = np.min(honest, axis=0), np.max(honest, axis=0)
+        assert np.all((out >= lo) & (out <= hi))  # inside the honest range, coordinate by coordinate
+    mean, _, _ = _aggregate(A.mean("uniform"), honest + attack)
+    assert np.abs(mean - 1.0).max() > 100  # the plain mean is dragged anywhere
+
+
+def test_trimmed_mean_without_outliers_is_close_to_the_mean_and_exact_at_zero_trim():
+    x = [np.arange(4.0) * i for i in range(1, 6)]
+    np.testing.assert_allclose(_aggregate(A.trimmed_mean(0.0), x)[0], np.mean(x, axis=0))
+    np.testing.assert_allclose(_aggregate(A.trimmed_mean(0.2), x)[0], np.mean(x[1:4], axis=0))
+
+
+@pytest.mark.parametrize("quantile", [0.3, 0.5, 0.8])
+def test_adaptive_clipping_tracks_the_target_quantile(quantile):
+    rng = np.random.default_rng(1)
+    agg = A.adaptive_clipped(A.mean("uniform"), initial_norm=0.05, target_quantile=quantile, lr=0.2)
+    state = agg.init()
+    sigma = 0.5
+    for r in range(300):
+        norms = np.exp(rng.normal(0.0, sigma, 50))  # update norms: lognormal, median 1
+        deltas = [n * np.eye(3)[0] for n in norms]
+        _, state, m = _aggregate(agg, deltas, state=state, seed=r)
+    true_q = float(np.exp(sigma * __import__("statistics").NormalDist().inv_cdf(quantile)))
+    assert state["clip_norm"] == pytest.approx(true_q, rel=0.15)
+    assert m["under_clip_fraction"] == pytest.approx(quantile, abs=0.2)
+
+
+def test_zeroing_gives_no_weight_to_huge_or_nonfinite_updates():
+    agg = A.zeroing(10.0, A.mean("examples"))
+    out, _, _ = _aggregate(agg, [np.ones(3), np.full(3, 1e6), np.array([np.inf, 0, 0])], examples=[5, 5, 5])
+    np.testing.assert_allclose(out, np.ones(3))
+
+
+def test_impossible_chains_are_named():
+    from fl.config import ConfigError
+
+    with pytest.raises(ConfigError, match="must end with one reduction"):
+        tiny_config("", aggregator={"chain": ["median", "clip"], "clip_norm": 1.0})
+    with pytest.raises(ConfigError, match="a secure sum reveals only the sum"):
+        tiny_config("", aggregator={"chain": ["median"], "kind": "secagg", "clip_norm": 1.0})
+    with pytest.raises(ConfigError, match="does not end with dp_mean"):
+        tiny_config("", aggregator={"chain": ["clip", "mean"], "clip_norm": 1.0, "dp_noise_multiplier": 1.0,
+                                    "weighting": "uniform"})
+
+
+def _run(cfg, out):
+    with engine(cfg) as process:
+        state, rec = train(process, out, progress=False)
+    return state, rec.rounds_frame()
+
+
+def test_robust_chain_trains_through_byzantine_devices_where_the_mean_fails(ray_local, cache_dir, tmp_path):
+    faults = {"byzantine_rate": 0.2}
+    base = dict(experiment={"rounds": 6}, faults=faults, cohort={"goal": 10, "min_reports": 4})
+    _, robust = _run(tiny_config(cache_dir, aggregator={"chain": ["trimmed_mean"], "trim_fraction": 0.3}, **base),
+                     tmp_path / "robust")
+    _, plain = _run(tiny_config(cache_dir, **base), tmp_path / "plain")
+    assert robust["train_loss"].iloc[-1] < robust["train_loss"].iloc[0]
+    assert plain["update_norm"].max() > 20 * robust["update_norm"].max()  # the attackers steer the mean
+
+
+def test_adaptive_clip_state_reaches_workers_and_resumes_exactly(ray_local, cache_dir, tmp_path):
+    agg = {"chain": ["zeroing", "adaptive_clip", "mean"], "clip_norm": 0.01, "zeroing_norm": 100.0,
+           "clip_target_quantile": 0.5, "clip_lr": 0.5}
+    full, rounds = _run(tiny_config(cache_dir, experiment={"rounds": 4}, aggregator=agg), tmp_path / "full")
+    clip = rounds["clip_norm"].to_numpy()
+    assert clip[0] == 0.01 and np.all(np.diff(clip) > 0)  # starts far under the median norm and grows
+    assert rounds["clipped_fraction"].iloc[0] == 1.0  # the workers clipped with the broadcast norm
+    _run(tiny_config(cache_dir, experiment={"rounds": 2}, aggregator=agg), tmp_path / "resumed")
+    resumed, _ = _run(tiny_config(cache_dir, experiment={"rounds": 4}, aggregator=agg), tmp_path / "resumed")
+    np.testing.assert_array_equal(full.weights, resumed.weights)
+    assert full.agg_state["clip_norm"] == resumed.agg_state["clip_norm"]
+    again = pd.read_parquet(tmp_path / "resumed" / "rounds.parquet")["clip_norm"].to_numpy()
+    np.testing.assert_array_equal(again, clip)
