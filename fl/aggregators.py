@@ -169,6 +169,29 @@ def gaussian_dp(noise_multiplier: float, clip_norm: float, expected_reports: int
     return Aggregator(lambda: Ledger().state(), base.client, finalize)
 
 
+def distributed_dp_mean(noise_multiplier: float, expected_reports: int, target_delta: float) -> Aggregator:
+    """Server side of distributed DP (Kairouz et al. 2021, "The Distributed Discrete Gaussian
+    Mechanism for Federated Learning with Secure Aggregation"): the devices already added
+    the noise inside the secure sum (fl/secure_sum.py), so the server only divides by the
+    fixed expected report count and records the release in the privacy ledger (the noise
+    that reaches the sum is that of at least the SecAgg threshold's devices)."""
+    from fl.privacy import Ledger, Sampling
+
+    def client(delta, examples, broadcast=None):
+        return delta, 1.0, {}
+
+    def finalize(state, summed, weight_sum, reports, round_seed, round_info=None):
+        ledger, info = Ledger(state), round_info or {}
+        sampling = (Sampling("fixed", sample=int(info["selected"]), pool=int(info["eligible"]))
+                    if info.get("eligible") else Sampling())
+        ledger.add(noise_multiplier, sampling)
+        return summed / expected_reports, {**state, **ledger.state()}, {
+            "dp_epsilon": ledger.epsilon(target_delta),
+            "dp_sampling_q": sampling.sample / sampling.pool if sampling.pool else 1.0}
+
+    return Aggregator(lambda: Ledger().state(), client, finalize)
+
+
 def dp_epsilon(noise_multiplier: float, sampling_prob: float, rounds: int, delta: float) -> float:
     """ε of ``rounds`` Poisson-sampled Gaussian rounds (fl.privacy; kept for callers and tests)."""
     from fl.privacy import Sampling, gaussian_epsilon
@@ -224,6 +247,8 @@ def from_config(c: AggregatorSection, cohort_goal: int, population_size: int) ->
     if c.dp_noise_multiplier > 0:
         return gaussian_dp(c.dp_noise_multiplier, c.clip_norm, cohort_goal, c.dp_delta, population_size)
     agg = mean(c.weighting)
+    if c.kind == "secagg" and c.secagg_dp_noise_multiplier > 0:
+        return distributed_dp_mean(c.secagg_dp_noise_multiplier, cohort_goal, c.dp_delta)
     if c.kind == "secagg":  # clipping and weighting happen in fl.secure_sum's encoding
         return agg
     return clipped(c.clip_norm, agg) if c.clip_norm > 0 else agg

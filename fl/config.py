@@ -101,6 +101,9 @@ class AggregatorSection:
     secagg_dropout_rate: float = bounded(0.1, 0, 0.9)  # dropouts the (k, t) choice must survive
     secagg_corrupt_fraction: float = bounded(0.05, 0, 0.5)  # colluding devices the threshold must tolerate
     secagg_malicious: bool = False  # active-security mode: signed messages + ConsistencyCheck round
+    # distributed DP (Kairouz et al. 2021): each device adds discrete Gaussian noise to its quantized
+    # update so the sum of the SecAgg threshold's noises has std z x sensitivity; the server sees only that
+    secagg_dp_noise_multiplier: float = bounded(0.0, 0)
     # an explicit chain (fl/aggregators.py): wrappers in the order an update meets them, then one
     # reduction, e.g. [zeroing, adaptive_clip, mean] or [clip, trimmed_mean]; () = from the keys above
     chain: tuple[str, ...] = ()
@@ -292,9 +295,17 @@ def load_config(raw: dict | None = None, overrides: list[str] | None = None, tas
                           "(the clipping bound sets the quantization range)")
     if cfg.aggregator.kind == "secagg":
         _check_secagg(cfg)
+    if cfg.aggregator.secagg_dp_noise_multiplier > 0:
+        if cfg.aggregator.kind != "secagg":
+            raise ConfigError("bad value for 'aggregator.secagg_dp_noise_multiplier': distributed DP runs inside the "
+                              "secure sum (needs aggregator.kind=secagg)")
+        if cfg.aggregator.weighting != "uniform":
+            raise ConfigError(f"bad value for 'aggregator.weighting': {cfg.aggregator.weighting!r} with distributed "
+                              "DP (every report weighs the same, with a fixed denominator; allowed: uniform)")
     if cfg.aggregator.kind == "secagg" and cfg.aggregator.dp_noise_multiplier > 0:
         raise ConfigError("bad value for 'aggregator.dp_noise_multiplier': central DP is not combined with "
-                          "aggregator.kind=secagg (allowed: 0)")
+                          "aggregator.kind=secagg (allowed: 0; use aggregator.secagg_dp_noise_multiplier for "
+                          "distributed DP)")
     if cfg.aggregator.dp_noise_multiplier > 0 and cfg.aggregator.clip_norm <= 0:
         raise ConfigError("bad value for 'aggregator.clip_norm': central DP needs clip_norm > 0")
     if cfg.aggregator.dp_noise_multiplier > 0 and cfg.aggregator.weighting != "uniform":

@@ -156,7 +156,8 @@ class FederatedProcess:
         else:
             round_seed = int(np.random.SeedSequence(seed_words(cfg.experiment.seed, "aggregate", r)).generate_state(1)[0])
             round_info = {"selected": len(plan.device_ids), "client_info": sums}
-            if cfg.aggregator.dp_noise_multiplier > 0:  # the pool the cohort was really drawn from
+            if cfg.aggregator.dp_noise_multiplier > 0 or cfg.aggregator.secagg_dp_noise_multiplier > 0:
+                # the pool the cohort was really drawn from
                 round_info["eligible"] = int(self.population.eligible(np.arange(self.population.size),
                                                                       plan.t_start).sum())
             mean_delta, agg_state, agg_metrics = self.aggregator.finalize(state.agg_state, total, weight, reports,

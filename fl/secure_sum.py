@@ -34,16 +34,24 @@ class SecureRound:
     clip: float
     identity_secret: bytes = field(default=b"", repr=False)  # active mode: devices derive their keys from it
     device_ids: tuple = ()  # device id of each SecAgg client position
+    dp_sigma: float = 0.0  # distributed DP: each device's discrete Gaussian std, in quantized units
 
     def signing_key(self, position: int):
         """The long-term identity key of the device at ``position`` (active mode)."""
         return device_signing_key(self.identity_secret, self.device_ids[position]) if self.config.malicious else None
 
     def encode(self, delta: np.ndarray, weight: float, rng: np.random.Generator) -> np.ndarray:
+        """Clip, weight, quantize; with distributed DP also add the device's discrete Gaussian
+        noise (Kairouz et al. 2021) before anything leaves the device."""
         from secagg.quantize import clip_l2
 
         x = np.append(clip_l2(delta, self.clip), self.clip)  # norm <= sqrt(2) C: no second clip
-        return self.quantizer.encode(x, weight=weight, rng=rng)
+        q = self.quantizer.encode(x, weight=weight, rng=rng)
+        if self.dp_sigma > 0:
+            from secagg.dp import add_discrete_gaussian
+
+            q = add_discrete_gaussian(q, self.dp_sigma, self.quantizer.bits, rng)
+        return q
 
     def decode(self, total: np.ndarray) -> tuple[np.ndarray, float]:
         s = self.quantizer.decode(total)
@@ -102,7 +110,34 @@ def plan_secure_round(agg: AggregatorSection, device_ids, num_params: int, max_w
                       malicious=malicious, seed=seed * 100_003 + round_num, round_id=os.urandom(16),
                       verify_keys=vks)
     quantizer = make_quantizer(math.sqrt(2) * agg.clip_norm, agg.secagg_bits, n, max_weight=max_weight)
-    return SecureRound(cfg, quantizer, agg.clip_norm, identities.secret if malicious else b"", device_ids)
+    sigma = 0.0
+    if agg.secagg_dp_noise_multiplier > 0:
+        quantizer, sigma = _distributed_dp_quantizer(agg, n, cfg.threshold, num_params + 1, max_weight)
+    return SecureRound(cfg, quantizer, agg.clip_norm, identities.secret if malicious else b"", device_ids, sigma)
+
+
+DP_SIGMA_MAX = 4096.0  # per-device noise std in quantized units: exact discrete Gaussian sampling stays in int64
+
+
+def _distributed_dp_quantizer(agg: AggregatorSection, n: int, threshold: int, dim: int, max_weight: float):
+    """(quantizer, per-device noise std) for distributed DP: the noise of the ``threshold``
+    devices that must survive sums to std z x sensitivity, sensitivity being one device's
+    quantized L2 norm (secagg.dp.quantized_sensitivity: clip x scale + sqrt(dim) for the
+    rounding).  As in Kairouz et al. 2021 the scale is set by the noise: each device's std
+    is at most DP_SIGMA_MAX units (the exact sampler's range), and the modulus keeps
+    8-sigma headroom for the noise of all n devices."""
+    from secagg.dp import quantized_sensitivity
+    from secagg.errors import ConfigError as SecAggConfigError
+    from secagg.quantize import Quantizer, make_quantizer
+
+    clip, z = math.sqrt(2) * agg.clip_norm, agg.secagg_dp_noise_multiplier
+    scale = (DP_SIGMA_MAX * math.sqrt(threshold) / z - math.sqrt(dim)) / clip
+    if scale * clip < 10 * math.sqrt(dim):
+        raise SecAggConfigError(f"distributed DP with z={z} over {threshold} devices cannot resolve {dim} coordinates: "
+                                f"the rounding term sqrt(dim) would dominate the sensitivity (lower z or the model size)")
+    wrap_safe = make_quantizer(clip, agg.secagg_bits, n, max_weight=max_weight, noise_std=DP_SIGMA_MAX).scale
+    quantizer = Quantizer(clip=float(clip), bits=agg.secagg_bits, scale=min(scale, wrap_safe))
+    return quantizer, z * quantized_sensitivity(clip, quantizer.scale, dim) / math.sqrt(threshold)
 
 
 def run_server(pool, secure: SecureRound, advertised: list) -> tuple[np.ndarray, dict]:
@@ -137,6 +172,7 @@ def run_server(pool, secure: SecureRound, advertised: list) -> tuple[np.ndarray,
     metrics = {"secagg_k": secure.config.k, "secagg_threshold": secure.config.threshold,
                "secagg_clients": secure.config.n, "secagg_survivors": len(server.u3),
                "secagg_rejected": len(rejected), "secagg_malicious": secure.config.malicious,
+               "secagg_dp_sigma": secure.dp_sigma, "secagg_scale": secure.quantizer.scale,
                "survivor_positions": sorted(server.u3),
                "secagg_server_s": time.perf_counter() - t0}
     return total, metrics
