@@ -9,7 +9,8 @@ or point features plus a 0/1 "step is real" channel) and y = [max_label_len] cha
 padded with the blank 0 (labels never contain blank, so the label length is the non-zero
 count).  Device ids [0, n_writers) are the training writers; [n_writers, n_writers +
 heldout_writers) are held out entirely: their training split is refused here, so they can
-only be evaluated (or personalized through `writer_data`).  A word whose steps exceed
+only be evaluated, or personalized on their own device: with ``personalize_heldout`` (set
+only for the engine's "personalize" mode) their training split is served too.  A word whose steps exceed
 ``max_steps``, whose label exceeds ``max_label_len``, or that CTC cannot align (fewer steps
 than labels plus repeats) is left out.
 
@@ -58,18 +59,16 @@ class HandwritingTask(Task):
         layers: int = bounded(3, 1)
         units: int = bounded(64, 1)  # per direction (the LSTM is sized to the same parameter count)
         kernel: int = bounded(2, 1)  # QRNN gate convolution width
+        # serve held-out writers' training words: only for per-writer personalization on their
+        # own device (the engine's "personalize" mode); federated training refuses them
+        personalize_heldout: bool = False
 
     name = "handwriting"
 
     def __init__(self, config: "HandwritingTask.Config | None" = None, seed: int = 0):
         config = config or self.Config()
         self.config, self.seed = config, seed
-        c = config
-        if c.representation not in REPRESENTATIONS:
-            raise ConfigError(f"bad value for 'task.representation': {c.representation!r} "
-                              f"(allowed: {', '.join(REPRESENTATIONS)})")
-        if c.cell not in ("qrnn", "lstm"):
-            raise ConfigError(f"bad value for 'task.cell': {c.cell!r} (allowed: qrnn, lstm)")
+        c = self.check_config(config)
         self.population = WriterPopulation(seed, PopulationConfig(
             n_writers=c.n_writers, heldout_writers=c.heldout_writers, words_per_writer=c.words_per_writer,
             writes_per_word=c.writes_per_word, vocab_size=c.vocab_size, max_word_len=c.max_word_len))
@@ -77,6 +76,29 @@ class HandwritingTask(Task):
         self.model_config = RecognizerConfig(num_features=self.num_features, cell=c.cell, layers=c.layers,
                                              units=c.units, kernel=c.kernel)
         self._word_index = {w: i for i, w in enumerate(self.population.vocab.words)}
+
+    @property
+    def cache_namespace(self) -> str:
+        """Device data depends on the population and the featurization only (not the model)."""
+        import dataclasses
+        import hashlib
+        import json
+
+        c = dataclasses.asdict(self.config)
+        for k in ("cell", "layers", "units", "kernel", "personalize_heldout"):
+            c.pop(k)
+        key = json.dumps([self.seed, c], sort_keys=True)
+        return f"handwriting-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+    @staticmethod
+    def check_config(c: "HandwritingTask.Config") -> "HandwritingTask.Config":
+        """The config, or `ConfigError` naming the bad key (cheap: nothing is built)."""
+        if c.representation not in REPRESENTATIONS:
+            raise ConfigError(f"bad value for 'task.representation': {c.representation!r} "
+                              f"(allowed: {', '.join(REPRESENTATIONS)})")
+        if c.cell not in ("qrnn", "lstm"):
+            raise ConfigError(f"bad value for 'task.cell': {c.cell!r} (allowed: qrnn, lstm)")
+        return c
 
     # -- model -------------------------------------------------------------------------
     def build_model(self):
@@ -131,8 +153,9 @@ class HandwritingTask(Task):
 
     def device_data(self, device_id: int, num_examples: int, split: str = "train") -> dict[str, np.ndarray]:
         """The writer's words of the split (num_examples, the clock's estimate, is not used: a
-        writer has the words they have).  A held-out writer's training split is refused."""
-        if split == "train" and self.population.is_heldout(int(device_id)):
+        writer has the words they have).  A held-out writer's training split is refused unless
+        ``personalize_heldout``."""
+        if split == "train" and self.population.is_heldout(int(device_id)) and not self.config.personalize_heldout:
             raise ValueError(f"writer {device_id} is held out: it never trains (training writers are "
                              f"0 .. {self.config.n_writers - 1}; set population.size <= task.n_writers)")
         return self.writer_data(int(device_id), "eval" if split in ("eval", "test") else "train")
@@ -153,3 +176,49 @@ class HandwritingTask(Task):
         edits = tf.edit_distance(tf.cast(decoded[0], tf.int64), truth, normalize=False)
         accuracy = 1.0 - edits / tf.maximum(tf.cast(label_lengths, tf.float32), 1.0)
         return loss, accuracy
+
+    # -- personalization (the engine's "personalize" mode) -------------------------------
+    def trainable_mask(self, model, strategy: str) -> list[bool]:
+        """Variables a per-writer fine-tuning strategy updates: "all"; "top" (the last
+        bidirectional layer and the softmax); "softmax" (the output layer only)."""
+        chosen = {"all": None, "top": [model.rnns[-1], model.head], "softmax": [model.head]}
+        if strategy not in chosen:
+            raise ValueError(f"unknown personalization strategy {strategy!r} (allowed: {', '.join(chosen)})")
+        if chosen[strategy] is None:
+            return [True] * len(model.trainable_variables)
+        ids = {id(v) for layer in chosen[strategy] for v in layer.trainable_variables}
+        return [id(v) in ids for v in model.trainable_variables]
+
+    def decode_metrics(self, model, data: dict) -> dict[str, float]:
+        """Greedy-decoding character and word error rates over a writer's packed words:
+        {"cer", "wer", "words", "chars"} (a word is an error unless recognized exactly)."""
+        from clients.handwriting.decoding import cer, decode_ids
+
+        refs = [decode_ids(row[row > 0]) for row in np.asarray(data["y"])]
+        hyps = recognize(model, data["x"])
+        n = len(refs)
+        return {"cer": cer(refs, hyps) if n else float("nan"),
+                "wer": float(np.mean([r != h for r, h in zip(refs, hyps)])) if n else float("nan"),
+                "words": n, "chars": int(sum(len(r) for r in refs))}
+
+
+def log_probs(model, x: np.ndarray, batch: int = 64) -> list[np.ndarray]:
+    """Per-word [steps, classes] log-probabilities of packed words x [n, max_steps, F + 1]."""
+    import tensorflow as tf
+
+    x = np.asarray(x, np.float32)
+    out = []
+    for lo in range(0, len(x), batch):
+        xb = x[lo:lo + batch]
+        lengths = np.maximum(xb[..., -1].sum(1).astype(np.int32), 1)
+        logits = model(tf.constant(xb[:, : lengths.max(), :-1]), lengths=tf.constant(lengths))
+        lp = tf.nn.log_softmax(logits).numpy()
+        out += [lp[i, : lengths[i]] for i in range(len(xb))]
+    return out
+
+
+def recognize(model, x: np.ndarray) -> list[str]:
+    """Greedy (best-path) transcripts of packed words."""
+    from clients.handwriting.decoding import decode_ids, greedy_decode
+
+    return [decode_ids(greedy_decode(lp)) for lp in log_probs(model, x)]
