@@ -9,6 +9,9 @@ in one run on identical device data and cohorts:
       outside the timing, which favours TFF),
   (c) the floor: the same SGD steps in one process, one `tf.function` per round that
       loops over all devices (reset to global weights, 5 steps, add the weighted delta).
+Then `aggregators`: the same workload under clip+DP, the SecAgg+ secure sum, trimmed mean
+and median (seconds per round, server aggregation seconds), and the robust aggregators'
+extra coordinator memory and time at cohort 1,000.
 """
 from __future__ import annotations
 
@@ -112,6 +115,61 @@ def _floor(task, cfg, cohorts, counts, init):
     return times, np.concatenate([g.numpy().ravel() for g in glob])
 
 
+AGGREGATOR_ROWS = {
+    "mean": [],
+    "clip_dp": ["aggregator.chain=[dp_mean]", "aggregator.clip_norm=1.0", "aggregator.dp_noise_multiplier=1.0",
+                "aggregator.weighting=uniform"],
+    "secure_sum": ["aggregator.kind=secagg", "aggregator.clip_norm=1.0"],
+    "trimmed_mean": ["aggregator.chain=[trimmed_mean]", "aggregator.trim_fraction=0.1"],
+    "median": ["aggregator.chain=[median]"],
+}
+
+
+def _aggregator_rows(cfg, quick: bool) -> dict:
+    """Seconds per round of the workload under each aggregator (median of the timed pass),
+    the server's aggregation time, and, for the robust ones, the coordinator memory they
+    add (every update held: reports x parameters x 4 bytes) at the workload's cohort and
+    at cohort 1,000 (``big_cohort``: 2 rounds, mean vs. trimmed mean)."""
+    import ray
+
+    from fl.config import load_config
+
+    rows = {}
+    for name, sets in AGGREGATOR_ROWS.items():
+        c = load_config(cfg.to_dict(), sets)
+        times = _fedpop_rounds(c)
+        rows[name] = times
+        if ray.is_initialized():
+            ray.shutdown()
+    big = 200 if quick else 1000
+    for name in ("mean", "trimmed_mean"):
+        c = load_config(cfg.to_dict(), AGGREGATOR_ROWS[name] + [f"cohort.goal={big}", "experiment.rounds=2",
+                                                                  "population.size=20000"])
+        rows[f"{name}_cohort_{big}"] = _fedpop_rounds(c, passes=1)
+        if ray.is_initialized():
+            ray.shutdown()
+    return rows
+
+
+def _fedpop_rounds(cfg, passes: int = 2) -> dict:
+    from fl.runner import engine
+
+    with engine(cfg) as process:
+        for _ in range(passes):  # the last pass is timed (the first makes and caches device data)
+            state = process.initialize()
+            times, agg, reports = [], [], []
+            for _ in range(cfg.experiment.rounds):
+                t = time.perf_counter()
+                state, out = process.next(state)
+                times.append(time.perf_counter() - t)
+                agg.append(out.metrics.get("aggregate_s", float("nan")))
+                reports.append(out.metrics["accepted"])
+    robust = cfg.aggregator.chain and cfg.aggregator.chain[-1] in ("median", "trimmed_mean")
+    return {"s_per_round": statistics.median(times), "s_per_round_spread": [min(times), max(times)],
+            "aggregate_s": statistics.median(agg), "cohort": cfg.cohort.goal,
+            "extra_coordinator_bytes": int(max(reports) * state.weights.size * 4) if robust else 0}
+
+
 def run_bench(out: str, quick: bool = False, cache_dir: str | None = None) -> dict:
     import ray
 
@@ -149,6 +207,8 @@ def run_bench(out: str, quick: bool = False, cache_dir: str | None = None) -> di
         "per_round_s": {"fedpop": fp_times, "fedpop_cold": fp_cold, "fedpop_1worker": fp1_times,
                         "tff": tff_times, "floor": floor_times},
     }
+    print("[bench engine] aggregators: clip+DP, secure sum, robust", flush=True)
+    result["aggregators"] = _aggregator_rows(cfg, quick)
     result["headline"] = {k: result[k] for k in ("fedpop_s_per_round", "tff_s_per_round", "floor_s_per_round",
                                                  "overhead_vs_floor", "speedup_vs_tff")}
     Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -160,8 +160,10 @@ class FederatedProcess:
                 # the pool the cohort was really drawn from
                 round_info["eligible"] = int(self.population.eligible(np.arange(self.population.size),
                                                                       plan.t_start).sum())
+            t_agg = time.perf_counter()
             mean_delta, agg_state, agg_metrics = self.aggregator.finalize(state.agg_state, total, weight, reports,
                                                                           round_seed, round_info)
+            agg_metrics = {**agg_metrics, "aggregate_s": time.perf_counter() - t_agg}
             step, opt_state = self.optimizer.update(state.opt_state, -mean_delta)
             new_w = (state.weights.astype(np.float64) + step).astype(np.float32)
             algo_state = (self.algorithm.server_update(state.algo_state, extras, reports, self.population.size)

@@ -75,9 +75,18 @@ def test_uncovered_schemes_are_refused_not_guessed():
 
 def test_ledger_round_trips_and_composes_varying_rounds():
     ledger = Ledger()
-    rounds = [(1.1, Sampling("fixed", sample=13, pool=p)) for p in (900, 1000, 1100, 1000)]
+    rounds = [(1.1, Sampling("fixed", sample=13, pool=p)) for p in (900, 1000, 1149, 1000)]
     for z, s in rounds:
         ledger.add(z, s)
     again = Ledger({k: np.array(v) for k, v in ledger.state().items()})
-    assert again.rounds() == rounds and again.epsilon(1e-6) == epsilon_of_events(rounds, 1e-6)
+    assert again.rounds() == rounds  # the real pools are recorded ...
+    assert [s.pool for _, s in again.accounted_rounds()] == [900, 1000, 1100, 1000]  # ... and rounded down
+    assert again.epsilon(1e-6) == pytest.approx(epsilon_of_events(again.accounted_rounds(), 1e-6), rel=1e-9)
+    assert again.epsilon(1e-6) >= epsilon_of_events(rounds, 1e-6)  # rounding is conservative
     assert epsilon_of_events(rounds[:2], 1e-6) < again.epsilon(1e-6)
+
+
+def test_accounted_pool_rounds_down_to_two_significant_digits():
+    from fl.privacy.accounting import accounted_pool
+
+    assert [accounted_pool(n) for n in (7, 99, 100, 1149, 123_456)] == [7, 99, 100, 1100, 120_000]

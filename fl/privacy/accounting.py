@@ -111,11 +111,46 @@ def gaussian_epsilon(noise_multiplier: float, delta: float, *, rounds: int = 1, 
     return epsilon_of_events([(noise_multiplier, sampling)] * rounds, delta, accountant)
 
 
+def accounted_pool(pool: int) -> int:
+    """The pool size a fixed-size round is accounted with: rounded *down* to two significant
+    digits (a smaller pool means a larger sampling rate, so never optimistic), so rounds with
+    similar pools share one RDP computation."""
+    pool = int(pool)
+    if pool < 100:
+        return pool
+    step = 10 ** (len(str(pool)) - 2)
+    return pool // step * step
+
+
+_RDP_CACHE: dict = {}
+
+
+def _event_rdp(noise_multiplier: float, sampling: Sampling):
+    """(orders, RDP vector) of one release; RDP composes by addition (Mironov 2017)."""
+    import dp_accounting
+    from dp_accounting import rdp
+
+    key = (float(noise_multiplier), sampling)
+    if key not in _RDP_CACHE:
+        relation = (dp_accounting.NeighboringRelation.REPLACE_ONE if sampling.relation == "replace_one"
+                    else dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
+        acc = rdp.RdpAccountant(neighboring_relation=relation)
+        event = _event(noise_multiplier, sampling)
+        if not acc.supports(event):
+            raise NoAccountantError(f"the rdp accountant does not cover {sampling.describe()}")
+        acc.compose(event)
+        _RDP_CACHE[key] = (np.asarray(acc._orders, np.float64), np.asarray(acc._rdp, np.float64))
+    return _RDP_CACHE[key]
+
+
 class Ledger:
-    """Every DP release of a run, as arrays (kept in the aggregator state, so it is saved
-    with checkpoints and a resumed run reports the same ε)."""
+    """Every DP release of a run (kept in the aggregator state, so it is saved with
+    checkpoints and a resumed run reports the same ε), and their running RDP sum, so
+    each round costs one event's RDP, not the whole history's.  Fixed-size rounds are
+    accounted with `accounted_pool` (rounded down: conservative)."""
 
     KINDS = ("none", "poisson", "fixed")
+    FIELDS = ("dp_z", "dp_kind", "dp_q", "dp_sample", "dp_pool")
 
     def __init__(self, state: dict | None = None):
         state = state or {}
@@ -124,25 +159,54 @@ class Ledger:
         self.q = list(np.asarray(state.get("dp_q", []), np.float64))
         self.sample = list(np.asarray(state.get("dp_sample", []), np.int64))
         self.pool = list(np.asarray(state.get("dp_pool", []), np.int64))
+        self.rdp = np.asarray(state["dp_rdp"], np.float64) if "dp_rdp" in state else None
+        self.orders = np.asarray(state["dp_orders"], np.float64) if "dp_orders" in state else None
 
     def add(self, noise_multiplier: float, sampling: Sampling) -> None:
+        rounds = self.rounds()
+        accounted = self._accounted(noise_multiplier, sampling)
+        if rounds and self._accounted(*rounds[0])[1].relation != accounted[1].relation:
+            raise NoAccountantError("rounds mix add/remove-one and replace-one sampling; no accountant composes them")
+        orders, vec = _event_rdp(*accounted)
+        self.rdp = vec.copy() if self.rdp is None else self.rdp + vec
+        self.orders = orders
         self.z.append(float(noise_multiplier))
         self.kind.append(self.KINDS.index(sampling.kind))
         self.q.append(float(sampling.q))
         self.sample.append(int(sampling.sample))
         self.pool.append(int(sampling.pool))
 
+    @staticmethod
+    def _accounted(z: float, s: Sampling) -> tuple[float, Sampling]:
+        if s.kind == "fixed":
+            return z, Sampling("fixed", sample=s.sample, pool=max(accounted_pool(s.pool), s.sample))
+        return z, s
+
     def rounds(self) -> list[tuple[float, Sampling]]:
+        """The releases as recorded (actual pool sizes)."""
         return [(z, Sampling(self.KINDS[k], q, int(m), int(n)))
                 for z, k, q, m, n in zip(self.z, self.kind, self.q, self.sample, self.pool)]
 
-    def epsilon(self, delta: float, accountant: str = "rdp") -> float:
-        return epsilon_of_events(self.rounds(), delta, accountant)
+    def accounted_rounds(self) -> list[tuple[float, Sampling]]:
+        return [self._accounted(z, s) for z, s in self.rounds()]
+
+    def epsilon(self, delta: float) -> float:
+        """ε at ``delta`` of everything recorded (RDP, from the running sum)."""
+        from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
+
+        if not 0 < delta < 1:
+            raise ValueError(f"delta must be in (0, 1), got {delta}")
+        if self.rdp is None:
+            return 0.0
+        return float(compute_epsilon(self.orders, self.rdp, delta)[0])
 
     def state(self) -> dict:
-        return {"dp_z": np.asarray(self.z, np.float64), "dp_kind": np.asarray(self.kind, np.int64),
-                "dp_q": np.asarray(self.q, np.float64), "dp_sample": np.asarray(self.sample, np.int64),
-                "dp_pool": np.asarray(self.pool, np.int64)}
+        out = {"dp_z": np.asarray(self.z, np.float64), "dp_kind": np.asarray(self.kind, np.int64),
+               "dp_q": np.asarray(self.q, np.float64), "dp_sample": np.asarray(self.sample, np.int64),
+               "dp_pool": np.asarray(self.pool, np.int64)}
+        if self.rdp is not None:
+            out.update(dp_rdp=self.rdp.copy(), dp_orders=self.orders.copy())
+        return out
 
     def __len__(self) -> int:
         return len(self.z)
