@@ -15,8 +15,9 @@ SKEW = {"experiment.rounds": 8, "population.size": 12, "population.examples_min"
         "workers.num": 2}
 
 
-@pytest.mark.parametrize("algorithm", ["ditto", "fedper"])
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("algorithm,seed", [("ditto", 1), ("fedper", 2),
+                                            pytest.param("ditto", 2, marks=pytest.mark.slow),
+                                            pytest.param("fedper", 1, marks=pytest.mark.slow)])
 def test_personalization_beats_the_global_model_under_label_skew(ray_local, cache_dir, algorithm, seed):
     cfg = {**SKEW, "experiment.seed": seed, "client.algorithm": algorithm, "client.ditto_lambda": 0.05,
            "workers.cache_dir": cache_dir}
@@ -51,7 +52,7 @@ def _quadratic_run(cache_dir, algorithm, seed, rounds=12):
     return np.array(dist), state
 
 
-@pytest.mark.parametrize("seed", [0, 5])
+@pytest.mark.parametrize("seed", [0, pytest.param(5, marks=pytest.mark.slow)])
 def test_scaffold_converges_faster_than_fedavg_on_a_heterogeneous_quadratic(ray_local, cache_dir, seed):
     fedavg, _ = _quadratic_run(cache_dir, "fedavg", seed)
     scaffold, state = _quadratic_run(cache_dir, "scaffold", seed)
