@@ -18,6 +18,7 @@ EXPERIMENTS = {
     "gboard-handwriting": ("experiments.gboard_handwriting", "gboard-handwriting.yaml"),
     "new-words": ("experiments.new_words", "new-words.yaml"),
     "now-playing": ("experiments.now_playing", "now-playing.yaml"),
+    "trill-frill": ("experiments.trill_frill", "trill-frill.yaml"),
 }
 
 
