@@ -13,7 +13,8 @@ normalization, as NOSS reports). The chosen FRILL is the best mean accuracy unde
 threshold (``frill.latency_threshold_ms``; 0 = a tenth of TRILL's latency, the speed target).
 
 Outputs: models.parquet (one row per model), speakers.parquet (intra-speaker accuracies),
-summary.json (TRILL vs FRILL table, ``targets``), frontier.png, tasks.png, federated/ (the
+summary.json (TRILL vs FRILL table, ``targets``), frontier.png, tasks.png, tensorboard/ (per-model
+scalars), federated/ (the
 engine run: rounds, TensorBoard, checkpoint). The engine's sections configure the federated
 TRILL; the study's own keys are the ``noss``, ``frill`` and ``study`` sections.
 """
@@ -277,6 +278,20 @@ def plots(models: pd.DataFrame, tasks, chosen: str, out: Path) -> None:
     plt.close(fig)
 
 
+def tensorboard(models: pd.DataFrame, tasks, out: Path) -> None:
+    """Per-model scalars in OUT/tensorboard (step = the model's row in models.parquet)."""
+    import tensorflow as tf
+
+    with tf.summary.create_file_writer(str(out / "tensorboard")).as_default():
+        for step, r in enumerate(models.itertuples(index=False)):
+            r = r._asdict()
+            tf.summary.text("model", r["model"], step=step)
+            for key in ("mean_accuracy", "latency_ms", "tflite_float_bytes", "tflite_int8_bytes",
+                        *(f"acc_{t}" for t in tasks)):
+                if key in r and pd.notna(r[key]):
+                    tf.summary.scalar(f"trill_frill/{key}", float(r[key]), step=step)
+
+
 def student_name(s) -> str:
     return (f"frill_{s.architecture}_a{s.alpha:g}_{'pool' if s.average_pool else 'flat'}"
             f"_b{s.bottleneck_dim}{'_qat' if s.qat else ''}")
@@ -354,5 +369,6 @@ def run(cfg: StudyConfig, out_dir: Path, progress: bool = True) -> dict:
                                                    if losses else None, "wall_s": central_s},
                    students_skipped_for_budget=skipped, tasks=list(tasks))
     plots(models, tasks, summary["chosen_frill"], out)
+    tensorboard(models, tasks, out)
     write_json(summary, out / "summary.json")
     return summary

@@ -131,6 +131,7 @@ def test_tiny_study_end_to_end(tmp_path):
     out = tmp_path / "out"
     for name in ("models.parquet", "speakers.parquet", "summary.json", "frontier.png", "tasks.png"):
         assert (out / name).stat().st_size > 0, name
+    assert list((out / "tensorboard").iterdir())
     assert (out / "federated" / "checkpoint.npz").exists() and list((out / "federated" / "tensorboard").iterdir())
     models = pd.read_parquet(out / "models.parquet")
     assert list(models["model"][:3]) == ["log_mel", "trill_central", "trill_federated"]
