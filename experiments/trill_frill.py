@@ -176,9 +176,12 @@ def on_device(model, representative: np.ndarray, invocations: int) -> dict:
     flt = tflite_model(model, "float")
     i8 = tflite_model(model, "int8", representative)
     lat = tflite_latency_ms(flt, invocations=invocations, threads=1)
-    lat8 = tflite_latency_ms(i8, invocations=invocations, threads=1)
+    try:
+        lat8, int8_error = tflite_latency_ms(i8, invocations=invocations, threads=1)["median_ms"], ""
+    except RuntimeError as e:  # e.g. TFLite refuses a QAT Dense layer's requantization scale at prepare
+        lat8, int8_error = float("nan"), str(e).splitlines()[0][:200]
     return {"params": int(model.count_params()), "tflite_float_bytes": len(flt), "tflite_int8_bytes": len(i8),
-            "latency_ms": lat["median_ms"], "latency_int8_ms": lat8["median_ms"]}
+            "latency_ms": lat["median_ms"], "latency_int8_ms": lat8, "int8_error": int8_error}
 
 
 def noss_accuracy(featurizers: dict, corpus, tasks, C: float) -> tuple[dict, pd.DataFrame]:
