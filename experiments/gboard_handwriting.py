@@ -53,7 +53,7 @@ class StudySection:
     lm_order: int = bounded(5, 1)
     beam: int = bounded(8, 1)
     lm_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-    insertion_bonuses: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
+    insertion_bonuses: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 4.0)
     latency_words: int = bounded(40, 1)
     personalize_strategies: tuple[str, ...] = ("all", "softmax")
     personalize_epochs: int = bounded(5, 1)
