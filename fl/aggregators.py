@@ -3,9 +3,10 @@
 An aggregator has two halves with state on both.  ``client(delta, examples, broadcast)``
 runs in the worker on each device's update (``broadcast``: the client half's state, e.g.
 the current adaptive clip norm, sent with the round) and returns (contribution, weight,
-info).  Workers either add contributions up in float64 (``accumulate="sum"``) or keep
+info).  Workers either add contributions up in float64 (``accumulate="sum"``), keep
 every one (``"stack"``: the robust aggregators, which need all updates; memory
-reports x parameters x 4 bytes on the coordinator).  ``finalize`` turns the accumulated
+reports x parameters x 4 bytes on the coordinator) or sum them with SecAgg(+) run by
+the devices (``"secure"``: the `secure_sum` wrapper; fl/summation.py).  ``finalize`` turns the accumulated
 value into the mean update on the server and updates the state; ``round_info`` carries
 what the round knows: ``selected`` / ``eligible`` devices (DP accounting) and
 ``client_info``, the sum of every report's info (e.g. how many were under the clip).
@@ -33,7 +34,8 @@ class Aggregator(NamedTuple):
     # (state, accumulated, weight_sum, reports, round_seed, round_info=None) -> (mean, state, metrics)
     finalize: Callable[..., tuple[np.ndarray, dict, dict]]
     broadcast: Callable[[dict], dict] = _no_broadcast  # server state -> the client half's state
-    accumulate: str = "sum"  # "sum" | "stack"
+    accumulate: str = "sum"  # "sum" | "stack" | "secure"
+    summation: object = None  # accumulate="secure": the fl.secure_sum.SecureSum that runs it
 
 
 def mean(weighting: str = "examples") -> Aggregator:
@@ -93,7 +95,7 @@ def adaptive_clipped(inner: Aggregator, initial_norm: float = 1.0, target_quanti
         return mean_delta, {**new_state, "clip_norm": clip}, {**metrics, "clip_norm": float(state["clip_norm"]),
                                                                "under_clip_fraction": under}
 
-    return Aggregator(init, client, finalize, broadcast, inner.accumulate)
+    return inner._replace(init=init, client=client, finalize=finalize, broadcast=broadcast)
 
 
 def zeroing(max_norm: float, inner: Aggregator) -> Aggregator:
@@ -199,8 +201,32 @@ def dp_epsilon(noise_multiplier: float, sampling_prob: float, rounds: int, delta
     return gaussian_epsilon(noise_multiplier, delta, rounds=rounds, sampling=Sampling("poisson", sampling_prob))
 
 
+def secure_sum(inner: Aggregator, settings: AggregatorSection, noise_multiplier: float = 0.0) -> Aggregator:
+    """Sum the contributions with secure aggregation (Bonawitz et al. 2017; SecAgg+ of Bell
+    et al. 2020) run by the devices: the server sees only the sum, which ``inner.finalize``
+    turns into the update.  Each device quantizes [contribution, C x weight]
+    (fl/secure_sum.py), so an earlier fixed ``clip`` in the chain must bound the update.
+    ``noise_multiplier`` > 0: distributed DP, each device adds discrete Gaussian noise
+    inside the sum (Kairouz et al. 2021)."""
+    from fl.secure_sum import SecureSum
+
+    if inner.accumulate != "sum":
+        raise ValueError("secure_sum needs a reduction that only uses the sum (mean or dp_mean)")
+    return inner._replace(accumulate="secure", summation=SecureSum(settings, noise_multiplier))
+
+
 REDUCTIONS = ("mean", "median", "trimmed_mean", "dp_mean")
-WRAPPERS = ("zeroing", "clip", "adaptive_clip")
+WRAPPERS = ("zeroing", "clip", "adaptive_clip", "distributed_dp", "secure_sum")
+
+
+def default_chain(c: AggregatorSection) -> tuple[str, ...]:
+    """The chain the flat keys stand for when ``aggregator.chain`` is not given."""
+    if c.kind == "secagg":
+        return ("clip", "distributed_dp", "secure_sum", "mean") if c.secagg_dp_noise_multiplier > 0 else \
+            ("clip", "secure_sum", "mean")
+    if c.dp_noise_multiplier > 0:
+        return ("dp_mean",)
+    return ("clip", "mean") if c.clip_norm > 0 else ("mean",)
 
 
 def check_chain(chain, kind: str = "mean") -> None:
@@ -220,35 +246,47 @@ def check_chain(chain, kind: str = "mean") -> None:
         raise ValueError("an aggregator appears twice in the chain")
     if chain[-1] == "dp_mean" and "adaptive_clip" in chain:
         raise ValueError("adaptive_clip with dp_mean is not supported (the clip count would need its own noise)")
-    if kind == "secagg" and chain[-1] != "mean":
-        raise ValueError(f"aggregator.kind=secagg sums updates securely: the reduction must be mean, not "
-                         f"{chain[-1]} (a secure sum reveals only the sum)")
+    if "secure_sum" in chain:
+        if chain[-2] != "secure_sum":
+            raise ValueError("secure_sum must come right before the reduction (it is how the contributions "
+                             "are summed)")
+        if chain[-1] not in ("mean", "dp_mean"):
+            raise ValueError(f"secure_sum reveals only the sum: the reduction must be mean or dp_mean, not "
+                             f"{chain[-1]} (it needs every update)")
+        if "clip" not in chain:
+            raise ValueError("secure_sum needs a fixed clip earlier in the chain (the clip norm bounds the "
+                             "quantization range; adaptive_clip would reveal each device's clip bit)")
+    elif kind == "secagg":
+        raise ValueError("aggregator.kind=secagg but the chain has no secure_sum (put secure_sum right before "
+                         "the reduction, e.g. [clip, secure_sum, mean])")
+    if "distributed_dp" in chain:
+        if "secure_sum" not in chain or chain.index("distributed_dp") != chain.index("secure_sum") - 1:
+            raise ValueError("distributed_dp must come right before secure_sum (the devices' noise is only "
+                             "private inside a secure sum)")
+        if chain[-1] != "mean":
+            raise ValueError("distributed_dp with dp_mean would add noise twice: end the chain with mean")
 
 
 def from_config(c: AggregatorSection, cohort_goal: int, population_size: int) -> Aggregator:
-    """The configured aggregator: ``c.chain`` if given, else the flat keys' default chain."""
-    if c.chain:
-        check_chain(c.chain, c.kind)
-        chain = list(c.chain)
-        reduction = chain.pop()
-        if reduction == "dp_mean":
-            agg = gaussian_dp(c.dp_noise_multiplier, c.clip_norm, cohort_goal, c.dp_delta, population_size)
-        else:
-            agg = {"mean": lambda: mean(c.weighting), "median": median,
-                   "trimmed_mean": lambda: trimmed_mean(c.trim_fraction)}[reduction]()
-        for name in reversed(chain):  # the first wrapper sees the raw update: apply it last
-            if name == "clip":
-                agg = clipped(c.clip_norm, agg)
-            elif name == "adaptive_clip":
-                agg = adaptive_clipped(agg, c.clip_norm or 1.0, c.clip_target_quantile, c.clip_lr)
-            elif name == "zeroing":
-                agg = zeroing(c.zeroing_norm, agg)
-        return agg
-    if c.dp_noise_multiplier > 0:
-        return gaussian_dp(c.dp_noise_multiplier, c.clip_norm, cohort_goal, c.dp_delta, population_size)
-    agg = mean(c.weighting)
-    if c.kind == "secagg" and c.secagg_dp_noise_multiplier > 0:
-        return distributed_dp_mean(c.secagg_dp_noise_multiplier, cohort_goal, c.dp_delta)
-    if c.kind == "secagg":  # clipping and weighting happen in fl.secure_sum's encoding
-        return agg
-    return clipped(c.clip_norm, agg) if c.clip_norm > 0 else agg
+    """The configured aggregator: ``c.chain`` if given, else the flat keys' `default_chain`."""
+    chain = list(c.chain or default_chain(c))
+    check_chain(chain, c.kind)
+    reduction = chain.pop()
+    if reduction == "dp_mean":
+        agg = gaussian_dp(c.dp_noise_multiplier, c.clip_norm, cohort_goal, c.dp_delta, population_size)
+    elif "distributed_dp" in chain:
+        agg = distributed_dp_mean(c.secagg_dp_noise_multiplier, cohort_goal, c.dp_delta)
+    else:
+        agg = {"mean": lambda: mean(c.weighting), "median": median,
+               "trimmed_mean": lambda: trimmed_mean(c.trim_fraction)}[reduction]()
+    for name in reversed(chain):  # the first wrapper sees the raw update: apply it last
+        if name == "clip":
+            agg = clipped(c.clip_norm, agg)
+        elif name == "adaptive_clip":
+            agg = adaptive_clipped(agg, c.clip_norm or 1.0, c.clip_target_quantile, c.clip_lr)
+        elif name == "zeroing":
+            agg = zeroing(c.zeroing_norm, agg)
+        elif name == "secure_sum":
+            agg = secure_sum(agg, c, c.secagg_dp_noise_multiplier if "distributed_dp" in chain else 0.0)
+        # distributed_dp: its reduction (above) and the devices' noise (secure_sum) carry it
+    return agg

@@ -105,7 +105,8 @@ class AggregatorSection:
     # update so the sum of the SecAgg threshold's noises has std z x sensitivity; the server sees only that
     secagg_dp_noise_multiplier: float = bounded(0.0, 0)
     # an explicit chain (fl/aggregators.py): wrappers in the order an update meets them, then one
-    # reduction, e.g. [zeroing, adaptive_clip, mean] or [clip, trimmed_mean]; () = from the keys above
+    # reduction, e.g. [zeroing, adaptive_clip, mean], [clip, trimmed_mean] or
+    # [clip, distributed_dp, secure_sum, mean]; () = the chain the keys above stand for
     chain: tuple[str, ...] = ()
     clip_target_quantile: float = bounded(0.5, 0, 1)  # adaptive_clip (Andrew et al. 2021); starts at clip_norm
     clip_lr: float = bounded(0.2, 0)
@@ -280,60 +281,64 @@ def load_config(raw: dict | None = None, overrides: list[str] | None = None, tas
         raise ConfigError("bad value for 'population.examples_min': must be <= population.examples_max")
     if cfg.client.algorithm == "fedprox" and cfg.client.prox_mu <= 0:
         raise ConfigError("bad value for 'client.prox_mu': fedprox needs prox_mu > 0")
-    if cfg.client.algorithm == "scaffold":
-        if cfg.aggregator.kind == "secagg" or cfg.aggregator.dp_noise_multiplier > 0:
-            raise ConfigError("bad value for 'client.algorithm': scaffold sums control variates in the clear, so it "
-                              "is not combined with aggregator.kind=secagg or dp_noise_multiplier > 0 "
-                              "(allowed: fedavg, fedsgd, fedprox, ditto, fedper)")
-        if cfg.client.optimizer != "sgd":
-            raise ConfigError("bad value for 'client.optimizer': scaffold's control variates assume local SGD "
-                              "(allowed: sgd)")
-    if cfg.aggregator.chain:
-        _check_chain(cfg)
-    if cfg.aggregator.kind == "secagg" and cfg.aggregator.clip_norm <= 0:
+    if cfg.client.algorithm == "scaffold" and cfg.client.optimizer != "sgd":
+        raise ConfigError("bad value for 'client.optimizer': scaffold's control variates assume local SGD "
+                          "(allowed: sgd)")
+    agg = cfg.aggregator
+    if agg.kind == "secagg" and agg.clip_norm <= 0:
         raise ConfigError("bad value for 'aggregator.clip_norm': aggregator.kind=secagg needs clip_norm > 0 "
                           "(the clipping bound sets the quantization range)")
-    if cfg.aggregator.kind == "secagg":
-        _check_secagg(cfg)
-    if cfg.aggregator.secagg_dp_noise_multiplier > 0:
-        if cfg.aggregator.kind != "secagg":
-            raise ConfigError("bad value for 'aggregator.secagg_dp_noise_multiplier': distributed DP runs inside the "
-                              "secure sum (needs aggregator.kind=secagg)")
-        if cfg.aggregator.weighting != "uniform":
-            raise ConfigError(f"bad value for 'aggregator.weighting': {cfg.aggregator.weighting!r} with distributed "
-                              "DP (every report weighs the same, with a fixed denominator; allowed: uniform)")
-    if cfg.aggregator.kind == "secagg" and cfg.aggregator.dp_noise_multiplier > 0:
+    if agg.secagg_dp_noise_multiplier > 0 and agg.kind != "secagg" and not agg.chain:
+        raise ConfigError("bad value for 'aggregator.secagg_dp_noise_multiplier': distributed DP runs inside the "
+                          "secure sum (needs aggregator.kind=secagg, or distributed_dp in aggregator.chain)")
+    if agg.kind == "secagg" and agg.dp_noise_multiplier > 0 and not agg.chain:
         raise ConfigError("bad value for 'aggregator.dp_noise_multiplier': central DP is not combined with "
-                          "aggregator.kind=secagg (allowed: 0; use aggregator.secagg_dp_noise_multiplier for "
-                          "distributed DP)")
-    if cfg.aggregator.dp_noise_multiplier > 0 and cfg.aggregator.clip_norm <= 0:
-        raise ConfigError("bad value for 'aggregator.clip_norm': central DP needs clip_norm > 0")
-    if cfg.aggregator.dp_noise_multiplier > 0 and cfg.aggregator.weighting != "uniform":
-        raise ConfigError(f"bad value for 'aggregator.weighting': {cfg.aggregator.weighting!r} with "
-                          "dp_noise_multiplier > 0 (DP-FedAvg weights every report equally, with a fixed "
-                          "denominator; allowed: uniform)")
+                          "aggregator.kind=secagg by the flat keys (allowed: 0; use "
+                          "aggregator.secagg_dp_noise_multiplier for distributed DP, or the chain "
+                          "[clip, secure_sum, dp_mean] for central DP on the secure sum)")
+    _check_chain(cfg)
     return cfg
 
 
 def _check_chain(cfg) -> None:
-    from fl.aggregators import check_chain
+    """The chain given, or the one the flat keys stand for, must be one that can run."""
+    from fl.aggregators import check_chain, default_chain
 
     agg = cfg.aggregator
+    chain = tuple(agg.chain) or default_chain(agg)
+    key = "aggregator.chain" if agg.chain else "aggregator.kind"
     try:
-        check_chain(agg.chain, agg.kind)
+        check_chain(chain, agg.kind)
     except ValueError as e:
-        raise ConfigError(f"bad value for 'aggregator.chain': {list(agg.chain)}: {e}") from None
-    if "zeroing" in agg.chain and agg.zeroing_norm <= 0:
+        raise ConfigError(f"bad value for '{key}': {list(chain)}: {e}") from None
+    if "zeroing" in chain and agg.zeroing_norm <= 0:
         raise ConfigError("bad value for 'aggregator.zeroing_norm': the chain has zeroing, so it must be > 0")
-    if ("clip" in agg.chain or "dp_mean" in agg.chain) and agg.clip_norm <= 0:
-        raise ConfigError(f"bad value for 'aggregator.clip_norm': the chain {list(agg.chain)} needs clip_norm > 0")
-    if "dp_mean" in agg.chain and agg.dp_noise_multiplier <= 0:
+    if ("clip" in chain or "dp_mean" in chain) and agg.clip_norm <= 0:
+        raise ConfigError(f"bad value for 'aggregator.clip_norm': the chain {list(chain)} needs clip_norm > 0")
+    if "dp_mean" in chain and agg.dp_noise_multiplier <= 0:
         raise ConfigError("bad value for 'aggregator.dp_noise_multiplier': dp_mean needs a noise multiplier > 0")
-    if agg.dp_noise_multiplier > 0 and agg.chain[-1] != "dp_mean":
+    if agg.dp_noise_multiplier > 0 and chain[-1] != "dp_mean":
         raise ConfigError("bad value for 'aggregator.chain': dp_noise_multiplier > 0 but the chain does not end "
                           "with dp_mean (noise would silently be left out)")
-    if agg.chain[-1] in ("median", "trimmed_mean") and cfg.client.algorithm == "scaffold":
-        raise ConfigError("bad value for 'aggregator.chain': scaffold's control variates assume a mean")
+    if "distributed_dp" in chain and agg.secagg_dp_noise_multiplier <= 0:
+        raise ConfigError("bad value for 'aggregator.secagg_dp_noise_multiplier': the chain has distributed_dp, "
+                          "so it must be > 0")
+    if agg.secagg_dp_noise_multiplier > 0 and "distributed_dp" not in chain:
+        raise ConfigError("bad value for 'aggregator.chain': secagg_dp_noise_multiplier > 0 but the chain has no "
+                          "distributed_dp (noise would silently be left out)")
+    if ("dp_mean" in chain or "distributed_dp" in chain) and agg.weighting != "uniform":
+        what = "distributed DP" if "distributed_dp" in chain else "dp_noise_multiplier > 0"
+        raise ConfigError(f"bad value for 'aggregator.weighting': {agg.weighting!r} with {what} (DP-FedAvg "
+                          "weights every report equally, with a fixed denominator; allowed: uniform)")
+    if cfg.client.algorithm == "scaffold":
+        if "secure_sum" in chain or "dp_mean" in chain:
+            raise ConfigError("bad value for 'client.algorithm': scaffold sums control variates in the clear, so it "
+                              "is not combined with a secure sum or DP (allowed: fedavg, fedsgd, fedprox, ditto, "
+                              "fedper)")
+        if chain[-1] in ("median", "trimmed_mean"):
+            raise ConfigError("bad value for 'aggregator.chain': scaffold's control variates assume a mean")
+    if "secure_sum" in chain:
+        _check_secagg(cfg)
 
 
 def _check_secagg(cfg) -> None:

@@ -2,8 +2,9 @@
 `state = process.initialize()`, then `state, output = process.next(state)` per round.
 
 A round: plan the cohort on the simulated clock -> the worker pool trains the accepted
-devices -> partial sums are added in worker order -> the aggregator turns them into the
-mean update -> the server optimizer applies it (Reddi et al. 2021 server step).
+devices -> the aggregator's summation (fl/summation.py: plain partial sums in worker
+order, every update, or SecAgg run by the devices) collects them -> the aggregator turns
+them into the mean update -> the server optimizer applies it (Reddi et al. 2021 server step).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from fl import aggregators, algorithms, optimizers
 from fl.cohort import ACCEPTED, DROPPED, FAILED, REJECTED, STRAGGLER, plan_round, select_cohort
 from fl.config import Config
 from fl.population import Population
-from fl.secure_sum import DeviceIdentities, plan_secure_round, run_server
+from fl.summation import RoundNotPossible, summation_of
 from fl.seeding import rng_for, seed_words
 from fl.worker import crashed_result
 
@@ -45,7 +46,7 @@ class FederatedProcess:
         self.aggregator = aggregators.from_config(cfg.aggregator, cfg.cohort.goal, population.size)
         self.algorithm = algorithms.from_config(cfg.client)
         self.state_store, self._temp_state = state_store, None
-        self._identities = DeviceIdentities() if cfg.aggregator.secagg_malicious else None
+        self.summation = summation_of(self.aggregator)  # plain, stacked or secure (fl/summation.py)
         self.last_eval_clients: list[dict] = []
 
     def use_state_dir(self, path, fresh: bool) -> None:
@@ -92,24 +93,21 @@ class FederatedProcess:
                           model_bytes=4 * state.weights.size)
         ex = self.population.columns["num_examples"]
         ids = plan.accepted_ids
-        secure, secure_error = None, ""
-        if cfg.aggregator.kind == "secagg":
-            from secagg import ConfigError as SecAggConfigError
-
-            max_w = cfg.population.examples_max * cfg.client.epochs if cfg.aggregator.weighting == "examples" else 1.0
-            try:
-                secure = plan_secure_round(cfg.aggregator, ids, state.weights.size, max_w, cfg.experiment.seed, r,
-                                           self._identities)
-            except SecAggConfigError as e:  # e.g. too few accepted devices for a safe threshold
-                secure_error = f"secure aggregation not possible with {len(ids)} devices: {e}"
-        if secure_error:
-            results = [crashed_result(ids, ex[ids], secure_error)]
+        # the largest weight one report can carry (a secure sum sizes its quantizer by it)
+        max_w = cfg.population.examples_max * cfg.client.epochs if cfg.aggregator.weighting == "examples" else 1.0
+        try:
+            planned, sum_error = self.summation.plan(ids, state.weights.size, max_w, cfg.experiment.seed, r), ""
+        except RoundNotPossible as e:
+            planned, sum_error = None, str(e)
+        if sum_error:
+            results = [crashed_result(ids, ex[ids], sum_error)]
         else:
-            results = self.pool.run(r, state.weights, ids, ex[ids], "train", secure, self._options(state))
+            results = self.pool.run(r, state.weights, ids, ex[ids], "train", planned, self._options(state))
         clients = [rec for res in results for rec in res["records"]]
-        secure_metrics = {}
-        if secure is not None:
-            total, weight, secure_metrics, secure_error = self._secure_sum(secure, results, ids, clients)
+        total, weight, sum_metrics = np.zeros(state.weights.size), 0.0, {}
+        if not sum_error:
+            total, weight, sum_metrics, sum_error = self.summation.collect(self.pool, results, planned, ids,
+                                                                           clients, state.weights.size)
         clients += [{"device_id": int(d), "status": s, "examples": int(ex[d]), "loss": np.nan,
                      "accuracy": np.nan, "error": "", "compute_s": 0.0}
                     for d, s in zip(plan.device_ids.tolist(), plan.status) if s != ACCEPTED]
@@ -118,17 +116,7 @@ class FederatedProcess:
         clients.sort(key=lambda rec: rec["device_id"])
         counts = {s: sum(rec["status"] == s for rec in clients) for s in (ACCEPTED, DROPPED, STRAGGLER, FAILED, REJECTED)}
         sums, extras = {}, {}
-        stacked = self.aggregator.accumulate == "stack"
-        if secure is None:
-            total, weight = np.zeros(state.weights.size, np.float64), 0.0
-            if stacked:  # robust aggregators: every accepted update, in worker (= device-id) order
-                parts = [res["sum"] for res in results if res["sum"] is not None]
-                total = np.concatenate(parts) if parts else np.zeros((0, state.weights.size), np.float32)
         for res in results:  # fixed worker order: same bits for the same worker count
-            if res["sum"] is not None:
-                if not stacked:
-                    total += res["sum"]
-                weight += res["weight"]
             for k, v in res["metrics"].items():
                 sums[k] = sums.get(k, 0.0) + v
             for k, v in res.get("extras", {}).items():
@@ -145,11 +133,11 @@ class FederatedProcess:
                    "updated": False, "message": ""}
         if "clipped" in sums:
             metrics["clipped_fraction"] = sums["clipped"] / max(sums["reports"], 1)
-        metrics.update(secure_metrics)
+        metrics.update(sum_metrics)
         new_state = ServerState(r + 1, state.weights, state.opt_state, state.agg_state, state.algo_state)
         reports = counts[ACCEPTED]
-        if secure_error:
-            metrics["message"] = f"round {r} made no update: {secure_error}"
+        if sum_error:
+            metrics["message"] = f"round {r} made no update: {sum_error}"
         elif reports < cfg.cohort.min_reports:
             metrics["message"] = (f"round {r} made no update: only {reports} devices reported, "
                                   f"cohort.min_reports is {cfg.cohort.min_reports}")
@@ -179,27 +167,6 @@ class FederatedProcess:
             clients += [{**rec, "round": r, "phase": "eval"} for rec in self.last_eval_clients]
         metrics["wall_s"] = time.perf_counter() - t0
         return new_state, RoundOutput(metrics, clients)
-
-    def _secure_sum(self, secure, results, ids, clients):
-        """Server side of SecAgg(+); devices that left mid-protocol become dropouts."""
-        from secagg import SecAggAbort
-
-        advertised = [(self.pool.hosted(w), m) for w, res in enumerate(results) for m in res["advertise"]]
-        try:
-            total_q, metrics = run_server(self.pool, secure, advertised)
-            survivors = {int(ids[p]) for p in metrics.pop("survivor_positions")}
-        except SecAggAbort as e:
-            total_q, metrics, survivors = None, {}, set()
-            error = f"secure aggregation aborted: {e}"
-        else:
-            error = ""
-        for rec in clients:
-            if rec["status"] == ACCEPTED and rec["device_id"] not in survivors:
-                rec.update(status=DROPPED, error=error or "left during secure aggregation")
-        if total_q is None:
-            return np.zeros(secure.config.m - 1), 0.0, metrics, error
-        total, weight = secure.decode(total_q)
-        return total, weight, metrics, ""
 
     def evaluate(self, state: ServerState) -> dict:
         """Federated evaluation on a fresh cohort's held-out data, example-weighted."""

@@ -40,13 +40,21 @@ class SecureRound:
         """The long-term identity key of the device at ``position`` (active mode)."""
         return device_signing_key(self.identity_secret, self.device_ids[position]) if self.config.malicious else None
 
-    def encode(self, delta: np.ndarray, weight: float, rng: np.random.Generator) -> np.ndarray:
-        """Clip, weight, quantize; with distributed DP also add the device's discrete Gaussian
-        noise (Kairouz et al. 2021) before anything leaves the device."""
-        from secagg.quantize import clip_l2
+    max_weight: float = 1.0  # the largest weight a report may carry (the quantizer's no-wrap bound)
 
-        x = np.append(clip_l2(delta, self.clip), self.clip)  # norm <= sqrt(2) C: no second clip
-        q = self.quantizer.encode(x, weight=weight, rng=rng)
+    def encode(self, contribution: np.ndarray, weight: float, rng: np.random.Generator) -> np.ndarray:
+        """Quantize one device's contribution from the aggregator chain (its clipped update
+        times ``weight``), with the scaled weight appended: [contribution, C weight].  With
+        distributed DP also add the device's discrete Gaussian noise (Kairouz et al. 2021)
+        before anything leaves the device.  A weight over ``max_weight`` could wrap the
+        modular sum around and is refused (ValueError)."""
+        from secagg.quantize import clip_l2, stochastic_round
+
+        if not 0 <= weight <= self.max_weight:
+            raise ValueError(f"report weight {weight} is outside the secure sum's range [0, {self.max_weight}]")
+        x = np.append(np.asarray(contribution, np.float64), self.clip * weight)
+        x = clip_l2(x, self.quantizer.clip * weight)  # the bound the no-wrap scale assumes, enforced
+        q = self.quantizer.wrap(stochastic_round(x * self.quantizer.scale, rng))
         if self.dp_sigma > 0:
             from secagg.dp import add_discrete_gaussian
 
@@ -89,7 +97,8 @@ class DeviceIdentities:
 
 def plan_secure_round(agg: AggregatorSection, device_ids, num_params: int, max_weight: float,
                       seed: int, round_num: int, identities: DeviceIdentities | None = None) -> SecureRound:
-    """Public parameters of one secure sum over the cohort ``device_ids``.
+    """Public parameters of one secure sum over the cohort ``device_ids``
+    (``agg.secagg_dp_noise_multiplier`` > 0: with distributed DP).
 
     Raises `secagg.ConfigError` (naming the bound) when no safe threshold exists.
     """
@@ -113,7 +122,8 @@ def plan_secure_round(agg: AggregatorSection, device_ids, num_params: int, max_w
     sigma = 0.0
     if agg.secagg_dp_noise_multiplier > 0:
         quantizer, sigma = _distributed_dp_quantizer(agg, n, cfg.threshold, num_params + 1, max_weight)
-    return SecureRound(cfg, quantizer, agg.clip_norm, identities.secret if malicious else b"", device_ids, sigma)
+    return SecureRound(cfg, quantizer, agg.clip_norm, identities.secret if malicious else b"", device_ids, sigma,
+                       float(max_weight))
 
 
 DP_SIGMA_MAX = 4096.0  # per-device noise std in quantized units: exact discrete Gaussian sampling stays in int64
@@ -176,3 +186,51 @@ def run_server(pool, secure: SecureRound, advertised: list) -> tuple[np.ndarray,
                "survivor_positions": sorted(server.u3),
                "secagg_server_s": time.perf_counter() - t0}
     return total, metrics
+
+
+class SecureSum:
+    """The secure-sum step of an aggregator chain (`fl.summation` interface): SecAgg(+) run
+    by the devices in the workers, the server side here.  ``settings`` are the
+    ``aggregator.secagg_*`` keys and the clip norm; ``noise_multiplier`` > 0 adds
+    distributed DP (each device's discrete Gaussian) inside the sum."""
+
+    def __init__(self, settings: AggregatorSection, noise_multiplier: float = 0.0):
+        import dataclasses
+
+        self.settings = dataclasses.replace(settings, secagg_dp_noise_multiplier=float(noise_multiplier))
+        self._identities = None  # active mode's PKI stand-in, made once per process on the coordinator
+
+    def plan(self, device_ids, num_params, max_weight, seed, round_num) -> SecureRound:
+        from secagg import ConfigError as SecAggConfigError
+
+        from fl.summation import RoundNotPossible
+
+        if self.settings.secagg_malicious and self._identities is None:
+            self._identities = DeviceIdentities()
+        try:
+            return plan_secure_round(self.settings, device_ids, num_params, max_weight, seed, round_num,
+                                     self._identities)
+        except SecAggConfigError as e:  # e.g. too few accepted devices for a safe threshold
+            raise RoundNotPossible(f"secure aggregation not possible with {len(device_ids)} devices: {e}") from None
+
+    def collect(self, pool, results, secure: SecureRound, device_ids, clients, num_params):
+        """Run the server side over the pool; devices that left mid-protocol become dropouts."""
+        from secagg import SecAggAbort
+
+        from fl.cohort import ACCEPTED, DROPPED
+
+        advertised = [(pool.hosted(w), m) for w, res in enumerate(results) for m in res["advertise"]]
+        try:
+            total_q, metrics = run_server(pool, secure, advertised)
+            survivors = {int(device_ids[p]) for p in metrics.pop("survivor_positions")}
+            error = ""
+        except SecAggAbort as e:
+            total_q, metrics, survivors = None, {}, set()
+            error = f"secure aggregation aborted: {e}"
+        for rec in clients:
+            if rec["status"] == ACCEPTED and rec["device_id"] not in survivors:
+                rec.update(status=DROPPED, error=error or "left during secure aggregation")
+        if total_q is None:
+            return np.zeros(num_params), 0.0, metrics, error
+        total, weight = secure.decode(total_q)
+        return total, weight, metrics, ""

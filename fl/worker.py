@@ -273,20 +273,22 @@ class DeviceWorker:
             delta = attack * (100.0 * max(float(np.linalg.norm(delta)), 1.0) / np.linalg.norm(attack))
         if not np.all(np.isfinite(delta)):
             rec.update(status=REJECTED, error="non-finite update (NaN/Inf) rejected")
-        elif r["secure"] is not None:
-            from secagg import SecAggClient
-
-            w = stats["examples"] if self.cfg.aggregator.weighting == "examples" else 1.0
-            q = r["secure"].encode(delta, w, rng_for(seed, "quantize", r["round"], dev))
-            pos = int(r["positions"][i])
-            client = SecAggClient(pos, r["secure"].config, expander=r["expander"],
-                                  signing_key=r["secure"].signing_key(pos))
-            r["advertised"].append(client.advertise_keys())
-            self._secure["clients"][pos] = (client, q)
-            _add(r["metrics"], {**stats, "reports": 1.0})
         else:
             contrib, w, info = self.aggregator.client(delta, stats["examples"], r["broadcast"])
-            if self.aggregator.accumulate == "stack":  # robust aggregators need every update
+            if r["secure"] is not None:  # the chain's secure_sum: quantize, then SecAgg client
+                from secagg import SecAggClient
+
+                try:
+                    q = r["secure"].encode(contrib, w, rng_for(seed, "quantize", r["round"], dev))
+                except ValueError as e:  # a weight the quantizer cannot hold would wrap the sum around
+                    rec.update(status=REJECTED, error=str(e))
+                    return
+                pos = int(r["positions"][i])
+                client = SecAggClient(pos, r["secure"].config, expander=r["expander"],
+                                      signing_key=r["secure"].signing_key(pos))
+                r["advertised"].append(client.advertise_keys())
+                self._secure["clients"][pos] = (client, q)
+            elif self.aggregator.accumulate == "stack":  # robust aggregators need every update
                 r["stack"].append(np.asarray(contrib, np.float32))
                 r["stack_weights"].append(w)
             else:

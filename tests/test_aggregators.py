@@ -65,11 +65,57 @@ def test_impossible_chains_are_named():
 
     with pytest.raises(ConfigError, match="must end with one reduction"):
         tiny_config("", aggregator={"chain": ["median", "clip"], "clip_norm": 1.0})
-    with pytest.raises(ConfigError, match="a secure sum reveals only the sum"):
+    with pytest.raises(ConfigError, match="kind=secagg but the chain has no secure_sum"):
         tiny_config("", aggregator={"chain": ["median"], "kind": "secagg", "clip_norm": 1.0})
+    with pytest.raises(ConfigError, match="secure_sum reveals only the sum.*not median"):
+        tiny_config("", aggregator={"chain": ["clip", "secure_sum", "median"], "clip_norm": 1.0})
+    with pytest.raises(ConfigError, match="secure_sum needs a fixed clip"):
+        tiny_config("", aggregator={"chain": ["adaptive_clip", "secure_sum", "mean"], "clip_norm": 1.0})
+    with pytest.raises(ConfigError, match="secure_sum must come right before the reduction"):
+        tiny_config("", aggregator={"chain": ["clip", "secure_sum", "zeroing", "mean"], "clip_norm": 1.0,
+                                    "zeroing_norm": 5.0})
+    with pytest.raises(ConfigError, match="distributed_dp must come right before secure_sum"):
+        tiny_config("", aggregator={"chain": ["clip", "distributed_dp", "mean"], "clip_norm": 1.0,
+                                    "secagg_dp_noise_multiplier": 1.0, "weighting": "uniform"})
+    with pytest.raises(ConfigError, match="has no distributed_dp"):
+        tiny_config("", aggregator={"chain": ["clip", "secure_sum", "mean"], "clip_norm": 1.0,
+                                    "secagg_dp_noise_multiplier": 1.0, "weighting": "uniform"})
+    with pytest.raises(ConfigError, match="add noise twice"):
+        tiny_config("", aggregator={"chain": ["clip", "distributed_dp", "secure_sum", "dp_mean"], "clip_norm": 1.0,
+                                    "secagg_dp_noise_multiplier": 1.0, "dp_noise_multiplier": 1.0,
+                                    "weighting": "uniform"})
     with pytest.raises(ConfigError, match="does not end with dp_mean"):
         tiny_config("", aggregator={"chain": ["clip", "mean"], "clip_norm": 1.0, "dp_noise_multiplier": 1.0,
                                     "weighting": "uniform"})
+
+
+def test_flat_keys_stand_for_a_chain():
+    from fl.aggregators import default_chain
+
+    def chain(**agg):
+        return default_chain(tiny_config("", aggregator=agg).aggregator)
+
+    assert chain() == ("mean",)
+    assert chain(clip_norm=1.0) == ("clip", "mean")
+    assert chain(clip_norm=1.0, dp_noise_multiplier=1.0, weighting="uniform") == ("dp_mean",)
+    assert chain(clip_norm=1.0, kind="secagg") == ("clip", "secure_sum", "mean")
+    assert chain(clip_norm=1.0, kind="secagg", secagg_dp_noise_multiplier=1.0, weighting="uniform") == (
+        "clip", "distributed_dp", "secure_sum", "mean")
+
+
+def test_secure_round_refuses_a_weight_that_could_wrap_the_sum():
+    from fl.config import load_config
+    from fl.secure_sum import plan_secure_round
+
+    agg = load_config({}, ["aggregator.kind=secagg", "aggregator.clip_norm=1"]).aggregator
+    secure = plan_secure_round(agg, range(10), 5, 8.0, seed=0, round_num=0)
+    rng = np.random.default_rng(0)
+    secure.encode(np.ones(5) * 0.1 * 8.0, 8.0, rng)  # at the bound: fine
+    with pytest.raises(ValueError, match="outside the secure sum's range"):
+        secure.encode(np.ones(5) * 0.1 * 9.0, 9.0, rng)
+    # a contribution over its clip x weight bound is clipped back, never wrapped around
+    q = secure.encode(np.full(5, 1e6), 1.0, rng)
+    assert np.linalg.norm(secure.quantizer.decode(q)) <= np.sqrt(2) * 1.0 + 1e-3
 
 
 def _run(cfg, out):

@@ -39,3 +39,15 @@ load_config({{}}, ['experiment.task=fl.task:Task'])  # config loads for an impor
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert "missing required method(s): build_model" in out.stderr, out.stderr[-2000:]
     assert "blocked upper layer" not in out.stderr, out.stderr[-2000:]
+
+
+def test_the_process_has_no_secure_aggregation_branch():
+    """Secure summation is one more aggregator (fl/summation.py, fl/secure_sum.py): the
+    round loop in fl/process.py only calls the aggregator's summation."""
+    import inspect
+
+    import fl.process
+
+    source = inspect.getsource(fl.process)
+    for needle in ('"secagg"', "from secagg", "import secagg", "fl.secure_sum", "plan_secure_round", "run_server"):
+        assert needle not in source, needle

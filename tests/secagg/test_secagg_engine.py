@@ -101,13 +101,15 @@ def test_analytics_secure_sum_in_active_mode():
 
 
 def test_distributed_dp_through_the_engine_equals_the_plain_mean_within_the_noise(ray_local, cache_dir, tmp_path):
-    """Each device adds discrete Gaussian noise inside SecAgg (Kairouz et al. 2021): the server's
-    only view is the noisy sum; the update differs from the plain clipped mean by that noise
-    (std sqrt(n) sigma / scale / goal per coordinate) plus the quantization bound, no more."""
+    """The chain clip -> distributed_dp -> secure_sum -> mean: each device adds discrete
+    Gaussian noise inside SecAgg (Kairouz et al. 2021); the server's only view is the noisy
+    sum; the update differs from the plain clipped mean by that noise (std sqrt(n) sigma /
+    scale / goal per coordinate) plus the quantization bound, no more."""
     base = dict(experiment={"rounds": 1}, cohort={"goal": 10, "min_reports": 3})
     agg = {"clip_norm": 0.05, "weighting": "uniform"}
     plain = tiny_config(cache_dir, aggregator=agg, **base)
-    ddp = tiny_config(cache_dir, aggregator={**agg, "kind": "secagg", "secagg_dp_noise_multiplier": 0.5}, **base)
+    ddp = tiny_config(cache_dir, aggregator={**agg, "chain": ["clip", "distributed_dp", "secure_sum", "mean"],
+                                             "secagg_dp_noise_multiplier": 0.5}, **base)
     with engine(plain) as p:
         s_plain, _ = train(p, tmp_path / "plain", progress=False)
     with engine(ddp) as p:
@@ -131,3 +133,23 @@ def test_distributed_dp_needs_secagg_and_uniform_weights():
     with pytest.raises(ConfigError, match="weighting"):
         load_config({}, ["aggregator.secagg_dp_noise_multiplier=1", "aggregator.clip_norm=1",
                          "aggregator.kind=secagg"])
+
+
+def test_central_dp_on_a_secure_sum_equals_plain_dp_up_to_quantization(ray_local, cache_dir, tmp_path):
+    """[clip, secure_sum, dp_mean]: the server adds DP-FedAvg's noise to the sum SecAgg
+    revealed.  The noise is seeded by the round, so the result equals the plain chain
+    [clip, dp_mean] up to the quantization bound: the secure sum is the plain sum."""
+    base = dict(experiment={"rounds": 2}, cohort={"goal": 10, "min_reports": 3})
+    agg = {"clip_norm": 0.05, "weighting": "uniform", "dp_noise_multiplier": 0.3}
+    plain = tiny_config(cache_dir, aggregator={**agg, "chain": ["clip", "dp_mean"]}, **base)
+    secure = tiny_config(cache_dir, aggregator={**agg, "chain": ["clip", "secure_sum", "dp_mean"]}, **base)
+    with engine(plain) as p:
+        s_plain, rec_plain = train(p, tmp_path / "plain", progress=False)
+    with engine(secure) as p:
+        s_sec, rec = train(p, tmp_path / "secure", progress=False)
+    rounds = rec.rounds_frame()
+    assert rounds["updated"].all() and (rounds["secagg_survivors"] == 10).all()
+    diff = np.abs(s_sec.weights.astype(np.float64) - s_plain.weights).max()
+    bound = 2 * 10 / rounds["secagg_scale"].min() / 10 + 1e-6  # 2 rounds x n/scale over the denominator
+    assert 0 < diff < bound
+    np.testing.assert_allclose(rounds["dp_epsilon"], rec_plain.rounds_frame()["dp_epsilon"])
