@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("which", choices=sorted(BENCHES))
     b.add_argument("--out", required=True, help="JSON file to write")
     b.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    b.add_argument("--repeats", type=int, help="whole runs to take the median of (engine; default 3)")
     return p
 
 
@@ -91,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
         import importlib
-        result = importlib.import_module(BENCHES[args.which]).run_bench(args.out, quick=args.quick)
+        kwargs = {"repeats": args.repeats} if args.repeats else {}
+        if kwargs and args.which != "engine":
+            print("fedpop: --repeats applies to `bench engine` only", file=sys.stderr)
+            return 2
+        result = importlib.import_module(BENCHES[args.which]).run_bench(args.out, quick=args.quick, **kwargs)
         print(json.dumps(result.get("headline", result), indent=2, default=str))
         return 0
     except ConfigError as e:

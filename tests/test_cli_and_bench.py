@@ -45,3 +45,19 @@ def test_bench_scale_quick_writes_keys(tmp_path, cache_dir):
     for key in ("population", "build_s", "coordinator_overhead_s_per_round", "coordinator_peak_rss_mb"):
         assert key in saved
     assert res["population"] == 100_000 and all(r["accepted"] == 200 for r in res["per_round"])
+
+
+def test_engine_bench_reports_the_median_across_runs_and_the_spread():
+    from experiments.bench_engine import SCALARS, summarize_runs
+
+    def run(x):
+        return {"workload": {}, **{k: x for k in SCALARS},
+                "aggregators": {"mean": {"s_per_round": x, "s_per_round_spread": [x, x], "aggregate_s": x / 10,
+                                         "cohort": 50, "extra_coordinator_bytes": 0}}}
+
+    out = summarize_runs([run(3.0), run(1.0), run(2.0)])
+    assert out["repeats"] == 3 and out["fedpop_s_per_round"] == 2.0
+    assert out["spread"]["fedpop_s_per_round"] == [1.0, 3.0]
+    assert out["aggregators"]["mean"]["s_per_round"] == 2.0
+    assert out["aggregators"]["mean"]["s_per_round_spread_across_runs"] == [1.0, 3.0]
+    assert out["headline"]["speedup_vs_tff"] == 2.0 and len(out["runs"]) == 3
