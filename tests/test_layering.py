@@ -51,3 +51,21 @@ def test_the_process_has_no_secure_aggregation_branch():
     source = inspect.getsource(fl.process)
     for needle in ('"secagg"', "from secagg", "import secagg", "fl.secure_sum", "plan_secure_round", "run_server"):
         assert needle not in source, needle
+
+
+def test_the_tensorboard_writer_does_not_import_tensorflow(tmp_path):
+    """The coordinator writes TensorBoard scalars without TensorFlow (~600 MB resident when
+    imported); the events read back with TensorBoard's own reader."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from fl.results import TensorBoardWriter; "
+            f"w = TensorBoardWriter({str(tmp_path)!r}); w.scalars(3, {{'loss': 1.5, 'ok': True}}); w.close(); "
+            "print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path))
+    acc.Reload()
+    assert acc.Tags()["scalars"] == ["loss"] and [(e.step, e.value) for e in acc.Scalars("loss")] == [(3, 1.5)]
