@@ -1,4 +1,4 @@
-"""The `fedpop` command: run a named experiment, resume one, or run a benchmark."""
+"""The `fedpop` command: run a named experiment, resume one, report on a run, or run a benchmark."""
 from __future__ import annotations
 
 import argparse
@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, help="number of worker actors (default: CPUs / cpus_per_worker)")
     r.add_argument("--cache-dir", help="device data cache (default ~/.cache/fedpop)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    rp = sub.add_parser("report", help="write one self-contained report.html for a run directory")
+    rp.add_argument("dir", help="run directory (e.g. runs/NAME)")
+    rp.add_argument("--out", help="HTML file to write (default DIR/report.html)")
     b = sub.add_parser("bench", help="run a benchmark and write JSON")
     b.add_argument("which", choices=sorted(BENCHES))
     b.add_argument("--out", required=True, help="JSON file to write")
@@ -74,7 +77,47 @@ def _run(args) -> int:
     module, _ = lookup(name)
     summary = module.run(cfg, out, progress=not args.quiet)
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, (list, dict))}, indent=2, default=str))
+    write_run_report(out, cfg)
     print(f"results in {out}/: " + ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith("."))))
+    return 0
+
+
+def _report_module():
+    """The `report` package, also from a checkout installed before report/ was a listed package."""
+    import importlib
+
+    try:
+        module = importlib.import_module("report")
+        if hasattr(module, "write_report"):
+            return module
+    except ImportError:
+        pass
+    sys.modules.pop("report", None)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    return importlib.import_module("report")
+
+
+def write_run_report(out: Path, cfg=None) -> Path | None:
+    """OUT/report.html at the end of `fedpop run`; a failure is a warning, never a failed run."""
+    try:
+        config = cfg.to_dict() if hasattr(cfg, "to_dict") else None
+        path = _report_module().write_report(out, config=config)
+    except Exception as e:  # noqa: BLE001 - the run's results are already written
+        print(f"fedpop: warning: could not write {Path(out) / 'report.html'}: {type(e).__name__}: {e}",
+              file=sys.stderr)
+        return None
+    print(f"report: {path}")
+    return path
+
+
+def _report(args) -> int:
+    report = _report_module()
+    try:
+        path = report.write_report(args.dir, args.out)
+    except report.ReportError as e:
+        print(f"fedpop report: {e}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
     return 0
 
 
@@ -91,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "run":
             return _run(args)
+        if args.command == "report":
+            return _report(args)
         import importlib
         kwargs = {"repeats": args.repeats} if args.repeats else {}
         if kwargs and args.which != "engine":
