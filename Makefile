@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | md5sum | cut -c1-12)
 
-.PHONY: demo test test-all bench setup clean
+.PHONY: demo test test-all bench setup clean chromium
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "fedpop needs Python 3.11 ($(PYTHON) not found; set PYTHON=...)"; exit 1; }
@@ -19,10 +19,15 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/fedpop run fedavg-charlm --out runs/fedavg-charlm
 
-test: $(STAMP)
+# the report test renders report.html in headless Chromium (Debian `chromium`)
+chromium:
+	@command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q -m "not slow" --durations=10
 
-test-all: $(STAMP)
+test-all: $(STAMP) chromium
 	$(PY) -m pytest -q --durations=10
 
 bench: $(STAMP)

@@ -48,8 +48,11 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     out = Path(out) if out is not None else Path(run_dir) / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
 
 
@@ -391,8 +394,9 @@ h3{margin-bottom:.3em} nav{margin:.8em 0;padding:.5em .7em;background:#f4f6f8;bo
 nav a{color:#0b5cad;text-decoration:none} .note{color:#555;font-size:.92em;margin:.3em 0}
 .headline{font-size:1.15em;font-weight:600} code,pre{font-family:ui-monospace,Menlo,Consolas,monospace}
 pre{background:#f6f8fa;padding:.8em;overflow:auto;max-height:40em;border-radius:6px}
-.scroll{overflow:auto;max-height:36em;border:1px solid #ddd;border-radius:4px;margin-bottom:.8em}
-table{border-collapse:collapse;font-size:.9em;width:max-content;min-width:100%}
+.scroll{overflow:auto;max-height:36em;max-width:100%;display:inline-block;vertical-align:top;
+ border:1px solid #ddd;border-radius:4px;margin-bottom:.8em}
+table{border-collapse:collapse;font-size:.9em}
 th,td{padding:.25em .6em;border-bottom:1px solid #eee;text-align:left;white-space:nowrap}
 td[data-v]{text-align:right;font-variant-numeric:tabular-nums}
 th{position:sticky;top:0;background:#e9eef3;cursor:pointer;user-select:none}
