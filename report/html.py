@@ -381,7 +381,7 @@ def _td(v) -> str:
     if isinstance(v, (float, np.floating)):
         x = float(v)
         return "<td></td>" if math.isnan(x) else f'<td data-v="{x!r}">{_fmt_float(x)}</td>'
-    if v is None or v is pd.NaT or (isinstance(v, str) and not v):
+    if v is None or v is pd.NaT or v is pd.NA or (isinstance(v, str) and not v):
         return "<td></td>"
     return f"<td>{escape(_text(v))}</td>"
 
