@@ -83,18 +83,9 @@ def _run(args) -> int:
 
 
 def _report_module():
-    """The `report` package, also from a checkout installed before report/ was a listed package."""
-    import importlib
+    import report
 
-    try:
-        module = importlib.import_module("report")
-        if hasattr(module, "write_report"):
-            return module
-    except ImportError:
-        pass
-    sys.modules.pop("report", None)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    return importlib.import_module("report")
+    return report
 
 
 def write_run_report(out: Path, cfg=None) -> Path | None:
