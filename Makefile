@@ -34,6 +34,7 @@ bench: $(STAMP)
 	mkdir -p bench
 	$(VENV)/bin/fedpop bench engine --out bench/engine.json
 	$(VENV)/bin/fedpop bench scale --out bench/scale.json
+	$(VENV)/bin/fedpop bench scale --population 10000000 --out bench/scale_10m.json
 	$(VENV)/bin/fedpop bench secagg --out bench/secagg.json
 
 clean:

@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="JSON file to write")
     b.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     b.add_argument("--repeats", type=int, help="whole runs to take the median of (engine; default 3)")
+    b.add_argument("--population", type=int, help="devices (scale; default 1,000,000)")
     return p
 
 
@@ -132,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         if kwargs and args.which != "engine":
             print("fedpop: --repeats applies to `bench engine` only", file=sys.stderr)
             return 2
+        if args.population:
+            if args.which != "scale":
+                print("fedpop: --population applies to `bench scale` only", file=sys.stderr)
+                return 2
+            kwargs["population"] = args.population
         result = importlib.import_module(BENCHES[args.which]).run_bench(args.out, quick=args.quick, **kwargs)
         print(json.dumps(result.get("headline", result), indent=2, default=str))
         return 0

@@ -40,11 +40,13 @@ def test_bench_scale_quick_writes_keys(tmp_path, cache_dir):
     from experiments.bench_scale import run_bench
 
     ray.shutdown()
-    res = run_bench(str(tmp_path / "scale.json"), quick=True, cache_dir=cache_dir)
+    res = run_bench(str(tmp_path / "scale.json"), quick=True, cache_dir=cache_dir, population=150_000)
     saved = json.loads((tmp_path / "scale.json").read_text())
-    for key in ("population", "build_s", "coordinator_overhead_s_per_round", "coordinator_peak_rss_mb"):
+    for key in ("population", "build_s", "coordinator_overhead_s_per_round", "coordinator_peak_rss_mb",
+                "tensorflow_in_coordinator"):
         assert key in saved
-    assert res["population"] == 100_000 and all(r["accepted"] == 200 for r in res["per_round"])
+    assert res["population"] == 150_000 and all(r["accepted"] == 200 for r in res["per_round"])
+    assert res["population_mb"] > 150_000 * 30 / 2**20  # the columns: ~33 bytes per device
 
 
 def test_engine_bench_reports_the_median_across_runs_and_the_spread():
