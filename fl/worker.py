@@ -102,7 +102,8 @@ class DeviceWorker:
                    "accuracy": np.nan, "error": "", "compute_s": 0.0}
             records.append(rec)
             try:
-                if mode == "train" and hash_uniform(seed, dev, round_num * 2 + 1) < faults.device_error_rate:
+                if (mode == "train" and faults.device_error_rate > 0
+                        and hash_uniform(seed, dev, round_num * 2 + 1) < faults.device_error_rate):
                     raise RuntimeError(f"injected device fault on device {dev}")
                 split = "train" if mode == "train" else "eval"
                 ready.append((rec, i, self.trainer.batches(self._data(dev, n, split), seed, round_num, dev,
@@ -266,9 +267,10 @@ class DeviceWorker:
             _add(r["metrics"], stats)
             return
         delta = delta.astype(np.float64)
-        if hash_uniform(seed, dev, r["round"] * 2) < self.cfg.faults.nan_rate:
+        faults = self.cfg.faults  # (a draw in [0, 1) is never below a rate of 0: skip the hash)
+        if faults.nan_rate > 0 and hash_uniform(seed, dev, r["round"] * 2) < faults.nan_rate:
             delta[0] = np.nan
-        if hash_uniform(seed, dev, r["round"] * 2 + 7_919) < self.cfg.faults.byzantine_rate:  # an attacker's update
+        if faults.byzantine_rate > 0 and hash_uniform(seed, dev, r["round"] * 2 + 7_919) < faults.byzantine_rate:
             attack = rng_for(seed, "byzantine", r["round"], dev).normal(0.0, 1.0, delta.shape)
             delta = attack * (100.0 * max(float(np.linalg.norm(delta)), 1.0) / np.linalg.norm(attack))
         if not np.all(np.isfinite(delta)):
