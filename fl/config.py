@@ -127,6 +127,10 @@ class WorkersSection:
     ray_address: str = ""  # "" starts a local Ray; "auto" joins a running cluster
     object_store_mb: int = bounded(512, 64)
     cache_dir: str = ""  # "" -> ~/.cache/fedpop
+    # a worker process that dies mid-round is replaced; its devices are re-run on the replacement
+    # this many times (the simulator failed, not the devices: the round comes out as if nothing
+    # happened); 0 or still failing: they count as dropouts of that round
+    retry_crashed: int = bounded(1, 0)
 
 
 @dataclass
@@ -136,6 +140,7 @@ class FaultsSection:
     nan_rate: float = bounded(0.0, 0, 1)
     byzantine_rate: float = bounded(0.0, 0, 1)  # devices that send a large arbitrary update instead of theirs
     kill_worker_round: int = -1  # the first worker crashes mid-round in this round
+    kill_worker_every: int = bounded(0, 0)  # ... and in every round r with (r + 1) % every == 0 (0: off)
 
 
 @dataclass

@@ -30,19 +30,24 @@ def start_ray(address: str = "", object_store_mb: int = 512, num_cpus: int | Non
 
 class WorkerPool:
     def __init__(self, config: dict, num_workers: int = 0, cpus_per_worker: int = 1, task_cls: type | None = None,
-                 data=None):
+                 data=None, retry_crashed: int = 1):
         if num_workers <= 0:
             num_workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_worker)
         self.config, self.cpus = config, cpus_per_worker
         # a task class from Python travels by value (cloudpickle); a dataset goes to the object store once
         self._setup = {"task_cls": task_cls, "data": None if data is None else ray.put(data)}
         self._cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=0)(DeviceWorker)
+        self.retry_crashed = retry_crashed
         self.actors = [self._start(i) for i in range(num_workers)]
         ray.get([a.ping.remote() for a in self.actors])  # wait until every model is built
         self.replaced = 0
 
     def _start(self, index: int):
         return self._cls.remote(self.config, index, self.cpus, **self._setup)
+
+    def _replace(self, index: int) -> None:
+        self.actors[index] = self._start(index)
+        self.replaced += 1
 
     def __len__(self) -> int:
         return len(self.actors)
@@ -62,13 +67,22 @@ class WorkerPool:
                    for a, s in zip(self.actors, splits)]
         results = []
         for i, (fut, s) in enumerate(zip(futures, splits)):
-            try:
-                results.append(ray.get(fut))
-            except ray.exceptions.RayActorError as e:
-                log.warning("worker %d died in round %d (%s); replacing it", i, round_num, type(e).__name__)
-                results.append(crashed_result(device_ids[s], num_examples[s], f"worker {i} crashed: {type(e).__name__}"))
-                self.actors[i] = self._start(i)
-                self.replaced += 1
+            for attempt in range(self.retry_crashed + 1):
+                try:
+                    results.append(ray.get(fut))
+                    break
+                except ray.exceptions.RayActorError as e:
+                    self._replace(i)
+                    if attempt < self.retry_crashed:  # the same devices, same seeds: the same results
+                        log.warning("worker %d died in round %d (%s); replaced, re-running its devices",
+                                    i, round_num, type(e).__name__)
+                        fut = self.actors[i].run.remote(round_num, ref, device_ids[s], num_examples[s], mode,
+                                                        secure, s, options, attempt + 1)
+                        continue
+                    log.warning("worker %d died in round %d (%s); replaced, its devices are dropouts",
+                                i, round_num, type(e).__name__)
+                    results.append(crashed_result(device_ids[s], num_examples[s],
+                                                  f"worker {i} crashed: {type(e).__name__}"))
         return results
 
     def hosted(self, worker: int) -> frozenset:
@@ -90,8 +104,7 @@ class WorkerPool:
                 out.extend((origin, m) for m in ray.get(fut))
             except ray.exceptions.RayActorError:
                 log.warning("worker %d died during secure aggregation (%s); replacing it", w, stage)
-                self.actors[w] = self._start(w)
-                self.replaced += 1
+                self._replace(w)
         return out
 
     def shutdown(self) -> None:

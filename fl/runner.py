@@ -44,7 +44,8 @@ def engine(cfg: Config, task: type | None = None, data=None):
         population = Population.build(cfg.population, cfg.experiment.seed,
                                       num_examples=None if data is None else data.sizes)
         build_s = time.perf_counter() - t
-        pool = WorkerPool(cfg.to_dict(), cfg.workers.num, cfg.workers.cpus_per_worker, task_cls=task, data=data)
+        pool = WorkerPool(cfg.to_dict(), cfg.workers.num, cfg.workers.cpus_per_worker, task_cls=task, data=data,
+                          retry_crashed=cfg.workers.retry_crashed)
         process = FederatedProcess(cfg, pool, population)
         process.population_build_s = build_s
         yield process

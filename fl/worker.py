@@ -67,8 +67,9 @@ class DeviceWorker:
 
     def run(self, round_num: int, weights: np.ndarray, device_ids: np.ndarray, num_examples: np.ndarray,
             mode: str = "train", secure=None, positions: np.ndarray | None = None,
-            options: dict | None = None) -> dict:
+            options: dict | None = None, attempt: int = 0) -> dict:
         """Train (or evaluate) devices in id order; return partial sums and per-device records.
+        ``attempt`` > 0: a re-run of a crashed worker's devices (injected crashes hit attempt 0 only).
 
         With `secure` (a `fl.secure_sum.SecureRound`), updates are not summed in the clear:
         each device quantizes its update, becomes SecAgg client number `positions[i]` and
@@ -92,8 +93,10 @@ class DeviceWorker:
 
             self._round["expander"] = MaskExpander(secure.config.m, secure.config.bits, secure.config.prg)
             self._secure = {"round": round_num, "clients": {}, "secure": secure}
-        crash_at = len(device_ids) // 2 if (mode == "train" and round_num == faults.kill_worker_round
-                                           and self.index == 0) else -1
+        kill = round_num == faults.kill_worker_round or (
+            faults.kill_worker_every > 0 and (round_num + 1) % faults.kill_worker_every == 0)
+        crash_at = len(device_ids) // 2 if (mode == "train" and kill and self.index == 0
+                                           and attempt == 0) else -1
         records, ready = [], []  # ready: (record, index in this chunk, batches)
         for i, (dev, n) in enumerate(zip(device_ids.tolist(), num_examples.tolist())):
             if i == crash_at:

@@ -81,7 +81,7 @@ def test_resume_matches_uninterrupted(ray_local, cache_dir, tmp_path):
 def test_faults_are_recorded_not_fatal(ray_local, cache_dir, tmp_path):
     cfg = tiny_config(cache_dir, experiment={"rounds": 3},
                       faults={"device_error_rate": 0.15, "nan_rate": 0.15, "kill_worker_round": 1},
-                      cohort={"goal": 12, "min_reports": 2})
+                      cohort={"goal": 12, "min_reports": 2}, workers={"retry_crashed": 0})
     state, rec, replaced = _run(cfg, tmp_path / "faults")
     clients = rec.clients
     assert replaced == 1
@@ -93,6 +93,21 @@ def test_faults_are_recorded_not_fatal(ray_local, cache_dir, tmp_path):
     assert len(crashed) >= 6 and crashed["error"].str.contains("crashed").all()
     assert np.isfinite(state.weights).all()
     assert rec.rounds_frame()["updated"].all()
+
+
+def test_a_crashed_worker_is_replaced_and_its_devices_rerun_bit_identically(ray_local, cache_dir, tmp_path):
+    """The simulator failing is not the devices failing: with workers.retry_crashed (default 1)
+    a worker killed mid-round every 2nd round is replaced, its devices re-run, and the run
+    equals an undisturbed one, weights and per-device rows."""
+    base = dict(experiment={"rounds": 4}, cohort={"goal": 10, "min_reports": 3})
+    s_ok, rec_ok, replaced_ok = _run(tiny_config(cache_dir, **base), tmp_path / "ok")
+    s_kill, rec_kill, replaced = _run(tiny_config(cache_dir, faults={"kill_worker_every": 2}, **base),
+                                      tmp_path / "kill")
+    assert replaced_ok == 0 and replaced == 2
+    np.testing.assert_array_equal(s_ok.weights, s_kill.weights)
+    cols = ["round", "device_id", "status", "loss", "examples"]
+    pd.testing.assert_frame_equal(rec_ok.clients[cols].reset_index(drop=True),
+                                  rec_kill.clients[cols].reset_index(drop=True))
 
 
 def test_too_few_reports_ends_round_without_update(ray_local, cache_dir, tmp_path):
@@ -139,7 +154,7 @@ def test_secure_aggregation_matches_plain_within_quantization(ray_local, cache_d
 def test_secure_aggregation_survives_a_worker_crash(ray_local, cache_dir, tmp_path):
     cfg = tiny_config(cache_dir, experiment={"rounds": 2}, cohort={"goal": 12, "min_reports": 3},
                       aggregator={"clip_norm": 0.05, "kind": "secagg", "secagg_mode": "secagg"},
-                      faults={"kill_worker_round": 0})
+                      faults={"kill_worker_round": 0}, workers={"retry_crashed": 0})
     state, rec, replaced = _run(cfg, tmp_path / "crash")
     rounds = rec.rounds_frame()
     assert replaced == 1 and rounds["updated"].all()

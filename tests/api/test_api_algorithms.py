@@ -116,7 +116,8 @@ def test_scaffold_refuses_secure_aggregation_and_dp():
 
 def test_a_crashed_worker_leaves_no_device_state_behind(ray_local, cache_dir, tmp_path):
     cfg = make_config(LabelSkew, {**SKEW, "experiment.rounds": 2, "eval.every": 0, "client.algorithm": "ditto",
-                                  "faults.kill_worker_round": 1, "workers.cache_dir": cache_dir})
+                                  "faults.kill_worker_round": 1, "workers.cache_dir": cache_dir,
+                                  "workers.retry_crashed": 0})
     with engine(cfg, LabelSkew) as process:
         state, rec = train(process, tmp_path / "crash", progress=False)
         replaced = process.pool.replaced
