@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(VENV)/bin/fedpop bench scale --out bench/scale.json
 	$(VENV)/bin/fedpop bench scale --population 10000000 --out bench/scale_10m.json
 	$(VENV)/bin/fedpop bench secagg --out bench/secagg.json
+	$(VENV)/bin/fedpop bench soak --out bench/soak.json
 
 clean:
 	rm -rf $(VENV) runs

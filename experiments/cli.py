@@ -11,7 +11,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hide TF's CUDA-plugin noise on CPU hosts
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
-BENCHES = {"engine": "experiments.bench_engine", "scale": "experiments.bench_scale", "secagg": "secagg.bench"}
+BENCHES = {"engine": "experiments.bench_engine", "scale": "experiments.bench_scale", "secagg": "secagg.bench",
+           "soak": "experiments.bench_soak"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="JSON file to write")
     b.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     b.add_argument("--repeats", type=int, help="whole runs to take the median of (engine; default 3)")
-    b.add_argument("--population", type=int, help="devices (scale; default 1,000,000)")
+    b.add_argument("--population", type=int, help="devices (scale, soak; default 1,000,000)")
     return p
 
 
@@ -134,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             print("fedpop: --repeats applies to `bench engine` only", file=sys.stderr)
             return 2
         if args.population:
-            if args.which != "scale":
-                print("fedpop: --population applies to `bench scale` only", file=sys.stderr)
+            if args.which not in ("scale", "soak"):
+                print("fedpop: --population applies to `bench scale` and `bench soak` only", file=sys.stderr)
                 return 2
             kwargs["population"] = args.population
         result = importlib.import_module(BENCHES[args.which]).run_bench(args.out, quick=args.quick, **kwargs)

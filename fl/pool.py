@@ -2,7 +2,8 @@
 
 Weights go out once per round via `ray.put`; devices are split into contiguous id
 ranges, one per worker; a worker that dies mid-round is replaced and its devices are
-reported as dropouts, so the round still completes.
+re-run on the replacement (`workers.retry_crashed` times), else reported as dropouts, so
+the round still completes.
 """
 from __future__ import annotations
 
@@ -17,7 +18,11 @@ from fl.worker import DeviceWorker, crashed_result
 log = logging.getLogger("fedpop")
 
 
+_reaper = None  # fl.ray_reaper's watcher of the local cluster this process started
+
+
 def start_ray(address: str = "", object_store_mb: int = 512, num_cpus: int | None = None) -> None:
+    global _reaper
     if ray.is_initialized():
         return
     env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}}
@@ -26,6 +31,19 @@ def start_ray(address: str = "", object_store_mb: int = 512, num_cpus: int | Non
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count(), object_store_memory=object_store_mb * 2**20,
                  include_dashboard=False, runtime_env=env, logging_level=logging.WARNING)
+        from fl import ray_reaper
+
+        _reaper = ray_reaper.start(ray._private.worker.global_worker.node.get_session_dir_path())
+
+
+def stop_ray() -> None:
+    """Shut Ray down (and stop the local cluster's watcher: nothing is left for it to do)."""
+    global _reaper
+    ray.shutdown()
+    if _reaper is not None:
+        _reaper.terminate()
+        _reaper.wait()
+        _reaper = None
 
 
 class WorkerPool:

@@ -16,6 +16,7 @@ import numpy as np
 from fl import aggregators, algorithms, optimizers
 from fl.cohort import ACCEPTED, DROPPED, FAILED, REJECTED, STRAGGLER, plan_round, select_cohort
 from fl.config import Config
+from fl.memory import rss_mb
 from fl.population import Population
 from fl.summation import RoundNotPossible, summation_of
 from fl.seeding import rng_for, seed_words
@@ -130,6 +131,8 @@ class FederatedProcess:
                    "train_accuracy": sums.get("correct_sum", np.nan) / max(sums.get("examples", 0), 1),
                    "train_examples": sums.get("examples", 0.0),
                    "device_compute_s": max((res["compute_s"] for res in results), default=0.0),
+                   "worker_rss_mb": max((res.get("rss_mb", 0.0) for res in results), default=0.0),
+                   "coordinator_rss_mb": rss_mb(),
                    "updated": False, "message": ""}
         if "clipped" in sums:
             metrics["clipped_fraction"] = sums["clipped"] / max(sums["reports"], 1)

@@ -12,7 +12,7 @@ import yaml
 from fl import checkpoint
 from fl.callbacks import Checkpointer, ProgressBar, Recorder, TensorBoard, run_rounds
 from fl.config import Config, ConfigError, load_config
-from fl.pool import WorkerPool, start_ray
+from fl.pool import WorkerPool, start_ray, stop_ray
 from fl.population import Population
 from fl.process import FederatedProcess, ServerState
 from fl.results import RunRecorder
@@ -55,7 +55,7 @@ def engine(cfg: Config, task: type | None = None, data=None):
         if pool is not None:
             pool.shutdown()
         if started:
-            ray.shutdown()
+            stop_ray()
 
 
 def resolve_resume(out_dir: Path, overrides: list[str] | None) -> Config:

@@ -127,8 +127,11 @@ class DeviceWorker:
         if self.aggregator.accumulate == "stack" and mode == "train":
             r["total"] = (np.stack(r["stack"]) if r["stack"]
                           else np.zeros((0, global_w.shape[0]), np.float32))  # [devices, P], device-id order
+        from fl.memory import rss_mb
+
         return {"sum": None if secure is not None else r["total"], "weight": r["weight"], "metrics": r["metrics"],
                 "records": records, "advertise": r["advertised"], "compute_s": time.perf_counter() - t0,
+                "rss_mb": rss_mb(),
                 "cache_rebuilt": self.cache.rebuilt if self.cache else 0, "extras": r["extras"]}
 
     def _use_store(self, path: str) -> None:
