@@ -41,15 +41,21 @@ class DeviceCache:
         self._memory: OrderedDict[str, dict] = OrderedDict()
         self._memory_bytes, self._memory_cap = 0, int(memory_mb * 2**20)
 
+    @staticmethod
+    def _footprint(key: str, arrays: dict) -> int:
+        """Bytes an entry holds: its arrays' data plus the Python objects around them (an
+        ndarray header ~112 B, the dict, the key), which dominate for small devices."""
+        return sum(a.nbytes + 112 for a in arrays.values()) + 232 + 64 * len(arrays) + len(key) + 49
+
     def _remember(self, key: str, arrays: dict) -> None:
-        size = sum(a.nbytes for a in arrays.values())
+        size = self._footprint(key, arrays)
         if size > self._memory_cap:
             return
         self._memory[key] = arrays
         self._memory_bytes += size
         while self._memory_bytes > self._memory_cap:
-            _, old = self._memory.popitem(last=False)
-            self._memory_bytes -= sum(a.nbytes for a in old.values())
+            old_key, old = self._memory.popitem(last=False)
+            self._memory_bytes -= self._footprint(old_key, old)
 
     def path(self, key: str) -> Path:
         return self.dir / f"{key}.npz"

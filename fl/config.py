@@ -127,6 +127,7 @@ class WorkersSection:
     ray_address: str = ""  # "" starts a local Ray; "auto" joins a running cluster
     object_store_mb: int = bounded(512, 64)
     cache_dir: str = ""  # "" -> ~/.cache/fedpop
+    cache_memory_mb: float = bounded(256.0, 0)  # each worker's in-memory LRU of device data, in front of the disk
     # a worker process that dies mid-round is replaced; its devices are re-run on the replacement
     # this many times (the simulator failed, not the devices: the round comes out as if nothing
     # happened); 0 or still failing: they count as dropouts of that round

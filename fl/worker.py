@@ -43,7 +43,8 @@ class DeviceWorker:
                                                  self.cfg.population.size)
         self.data = data
         namespace = self.task.cache_namespace if data is None else None
-        self.cache = DeviceCache(self.cfg.workers.cache_dir or None, namespace) if namespace else None
+        self.cache = (DeviceCache(self.cfg.workers.cache_dir or None, namespace, self.cfg.workers.cache_memory_mb)
+                      if namespace else None)
         from fl import algorithms
 
         self.algorithm = algorithms.from_config(self.cfg.client, self.task, self.trainer)
