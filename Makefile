@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | md5sum | cut -c1-12)
 
-.PHONY: demo test test-all bench setup clean chromium
+.PHONY: demo test test-all bench bench-peers setup clean chromium
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "fedpop needs Python 3.11 ($(PYTHON) not found; set PYTHON=...)"; exit 1; }
@@ -38,5 +38,20 @@ bench: $(STAMP)
 	$(VENV)/bin/fedpop bench secagg --out bench/secagg.json
 	$(VENV)/bin/fedpop bench soak --out bench/soak.json
 
+PEERS_VENV  := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed-$(shell md5sum < requirements-peers.lock | cut -c1-12)
+
+$(PEERS_STAMP): requirements-peers.lock
+	@command -v $(PYTHON) >/dev/null || { echo "bench-peers needs Python 3.11 ($(PYTHON) not found; set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q pip==26.3 setuptools==84.2.1 wheel==0.45.1
+	$(PEERS_VENV)/bin/python -m pip install -q --no-deps -r requirements-peers.lock
+	rm -f $(PEERS_VENV)/.installed-* && touch $@
+
+# fedpop, TFF, Flower (its own virtualenv) and the floor on the engine workload, median of 3 sittings
+bench-peers: $(STAMP) $(PEERS_STAMP)
+	mkdir -p bench
+	$(VENV)/bin/fedpop bench peers --out bench/peers.json
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(PEERS_VENV) runs

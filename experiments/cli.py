@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hide TF's CUDA-plugin nois
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
 BENCHES = {"engine": "experiments.bench_engine", "scale": "experiments.bench_scale", "secagg": "secagg.bench",
-           "soak": "experiments.bench_soak"}
+           "soak": "experiments.bench_soak", "peers": "experiments.bench_peers"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("which", choices=sorted(BENCHES))
     b.add_argument("--out", required=True, help="JSON file to write")
     b.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
-    b.add_argument("--repeats", type=int, help="whole runs to take the median of (engine; default 3)")
+    b.add_argument("--repeats", type=int, help="whole runs to take the median of (engine, peers; default 3)")
     b.add_argument("--population", type=int, help="devices (scale, soak; default 1,000,000)")
     return p
 
@@ -131,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args)
         import importlib
         kwargs = {"repeats": args.repeats} if args.repeats else {}
-        if kwargs and args.which != "engine":
-            print("fedpop: --repeats applies to `bench engine` only", file=sys.stderr)
+        if kwargs and args.which not in ("engine", "peers"):
+            print("fedpop: --repeats applies to `bench engine` and `bench peers` only", file=sys.stderr)
             return 2
         if args.population:
             if args.which not in ("scale", "soak"):
