@@ -63,7 +63,7 @@ def test_scaffold_converges_faster_than_fedavg_on_a_heterogeneous_quadratic(ray_
     assert np.abs(state.algo_state["control"]).max() > 0  # the server control variate moved
 
 
-@pytest.mark.parametrize("algorithm", ["ditto", "scaffold"])
+@pytest.mark.parametrize("algorithm", ["ditto", pytest.param("scaffold", marks=pytest.mark.slow)])
 def test_resume_with_stateful_devices_is_bit_identical(ray_local, cache_dir, tmp_path, algorithm):
     def run(out, rounds):
         cfg = make_config(LabelSkew, {**SKEW, "experiment.rounds": rounds, "eval.every": 2, "eval.cohort": 6,
