@@ -22,7 +22,7 @@ demo: $(STAMP)
 # the report test renders report.html in headless Chromium (Debian `chromium`)
 chromium:
 	@command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 test: $(STAMP) chromium
 	$(PY) -m pytest -q -m "not slow" --durations=10
