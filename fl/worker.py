@@ -297,7 +297,11 @@ class DeviceWorker:
                                       signing_key=r["secure"].signing_key(pos))
                 r["advertised"].append(client.advertise_keys())
                 self._secure["clients"][pos] = (client, q)
-            elif self.aggregator.accumulate == "stack":  # robust aggregators need every update
+                # the weight travels inside the secure sum; the chain's per-report info (e.g. clip flags)
+                # is not revealed in the clear
+                _add(r["metrics"], {**stats, "reports": 1.0})
+                return
+            if self.aggregator.accumulate == "stack":  # robust aggregators need every update
                 r["stack"].append(np.asarray(contrib, np.float32))
                 r["stack_weights"].append(w)
             else:

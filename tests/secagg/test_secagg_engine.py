@@ -153,3 +153,5 @@ def test_central_dp_on_a_secure_sum_equals_plain_dp_up_to_quantization(ray_local
     bound = 2 * 10 / rounds["secagg_scale"].min() / 10 + 1e-6  # 2 rounds x n/scale over the denominator
     assert 0 < diff < bound
     np.testing.assert_allclose(rounds["dp_epsilon"], rec_plain.rounds_frame()["dp_epsilon"])
+    # which devices were clipped stays on the devices: only the plain run reports it
+    assert "clipped_fraction" in rec_plain.rounds_frame() and "clipped_fraction" not in rounds
