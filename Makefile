@@ -33,8 +33,8 @@ test-all: $(STAMP) chromium
 bench: $(STAMP)
 	mkdir -p bench
 	$(VENV)/bin/fedpop bench engine --out bench/engine.json
-	$(VENV)/bin/fedpop bench scale --out bench/scale.json
-	$(VENV)/bin/fedpop bench scale --population 10000000 --out bench/scale_10m.json
+	$(VENV)/bin/fedpop bench scale --repeats 3 --out bench/scale.json
+	$(VENV)/bin/fedpop bench scale --repeats 3 --population 10000000 --out bench/scale_10m.json
 	$(VENV)/bin/fedpop bench secagg --out bench/secagg.json
 	$(VENV)/bin/fedpop bench soak --out bench/soak.json
 

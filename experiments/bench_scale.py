@@ -15,8 +15,13 @@ from pathlib import Path
 from fl.results import write_json
 
 
-def run_bench(out: str, quick: bool = False, cache_dir: str | None = None, population: int | None = None) -> dict:
-    """``population``: devices (default 1,000,000; 100,000 with ``quick``)."""
+def run_bench(out: str, quick: bool = False, cache_dir: str | None = None, population: int | None = None,
+              repeats: int = 1) -> dict:
+    """``population``: devices (default 1,000,000; 100,000 with ``quick``).  ``repeats`` > 1:
+    that many whole runs, each in a fresh process (peak RSS is per process), and the
+    figures are their medians with the spread [min, max]; each run is kept under ``runs``."""
+    if repeats > 1:
+        return _repeated(out, quick, cache_dir, population, repeats)
     from fl.config import load_config
     from fl.population import Population
     from fl.results import RunRecorder
@@ -69,6 +74,40 @@ def run_bench(out: str, quick: bool = False, cache_dir: str | None = None, popul
     }
     result["headline"] = {k: result[k] for k in ("population", "build_s", "coordinator_overhead_s_per_round",
                                                  "coordinator_peak_rss_mb")}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_json(result, Path(out))
+    return result
+
+
+def _repeated(out: str, quick: bool, cache_dir: str | None, population: int | None, repeats: int) -> dict:
+    """(Each run uses the default device-data cache: the bench CLI has no cache option.)"""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from experiments.bench_engine import _median_and_spread
+
+    runs = []
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root + (os.pathsep + os.environ["PYTHONPATH"]
+                                               if os.environ.get("PYTHONPATH") else "")}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats):
+            print(f"[bench scale] run {i + 1} of {repeats} (a fresh process)", flush=True)
+            path = Path(tmp) / f"run{i}.json"
+            cmd = [sys.executable, "-m", "experiments.cli", "bench", "scale", "--out", str(path)]
+            cmd += (["--quick"] if quick else []) + (["--population", str(population)] if population else [])
+            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+            runs.append(json.loads(path.read_text()))
+    result = {k: runs[0][k] for k in ("population", "cohort_goal", "rounds", "workers", "population_mb",
+                                      "tensorflow_in_coordinator", "targets")}
+    result["repeats"], result["spread"] = repeats, {}
+    for k in ("build_s", "coordinator_overhead_s_per_round", "coordinator_peak_rss_mb", "round_wall_s_median"):
+        result[k], result["spread"][k] = _median_and_spread([r[k] for r in runs])
+    result["headline"] = {k: result[k] for k in ("population", "build_s", "coordinator_overhead_s_per_round",
+                                                 "coordinator_peak_rss_mb")}
+    result["runs"] = runs
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     write_json(result, Path(out))
     return result

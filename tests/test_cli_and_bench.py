@@ -2,6 +2,7 @@
 import json
 
 import pandas as pd
+import pytest
 import ray
 
 from experiments.cli import main
@@ -47,6 +48,17 @@ def test_bench_scale_quick_writes_keys(tmp_path, cache_dir):
         assert key in saved
     assert res["population"] == 150_000 and all(r["accepted"] == 200 for r in res["per_round"])
     assert res["population_mb"] > 150_000 * 30 / 2**20  # the columns: ~33 bytes per device
+
+
+def test_bench_scale_repeats_in_fresh_processes_and_reports_the_median(tmp_path):
+    from experiments.bench_scale import run_bench
+
+    res = run_bench(str(tmp_path / "scale.json"), quick=True, population=60_000, repeats=2)
+    assert res["repeats"] == 2 and len(res["runs"]) == 2 and res["population"] == 60_000
+    peaks = [r["coordinator_peak_rss_mb"] for r in res["runs"]]
+    assert res["spread"]["coordinator_peak_rss_mb"] == [min(peaks), max(peaks)]
+    assert res["coordinator_peak_rss_mb"] == pytest.approx(sum(peaks) / 2)  # the median of two
+    assert json.loads((tmp_path / "scale.json").read_text())["headline"]["population"] == 60_000
 
 
 def test_engine_bench_reports_the_median_across_runs_and_the_spread():
