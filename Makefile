@@ -36,7 +36,7 @@ bench: $(STAMP)
 	$(VENV)/bin/fedpop bench scale --repeats 3 --out bench/scale.json
 	$(VENV)/bin/fedpop bench scale --repeats 3 --population 10000000 --out bench/scale_10m.json
 	$(VENV)/bin/fedpop bench secagg --out bench/secagg.json
-	$(VENV)/bin/fedpop bench soak --out bench/soak.json
+	$(VENV)/bin/fedpop bench soak --repeats 3 --out bench/soak.json
 
 PEERS_VENV  := .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.installed-$(shell md5sum < requirements-peers.lock | cut -c1-12)

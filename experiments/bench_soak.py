@@ -158,7 +158,14 @@ def compare_runs(a: Path, b: Path) -> dict:
 
 def run_bench(out: str, quick: bool = False, cache_dir: str | None = None, population: int = 1_000_000,
               rounds: int = 500, cohort: int = 200, kill_every: int = 50, seed: int = 0,
-              work_dir: str | None = None) -> dict:
+              work_dir: str | None = None, repeats: int = 1) -> dict:
+    """``repeats`` > 1: that many soaks with seeds ``seed``, ``seed`` + 1, ... (other data,
+    cohorts and kill rounds); a target is met when every soak meets it, and the figures are
+    medians with the spread [min, max]."""
+    if repeats > 1:
+        soaks = [run_bench(str(Path(out).with_suffix(f".seed{seed + i}.json")), quick, cache_dir, population,
+                           rounds, cohort, kill_every, seed + i, None) for i in range(repeats)]
+        return _summarize(out, soaks)
     import pandas as pd
     import yaml
 
@@ -232,4 +239,25 @@ def run_bench(out: str, quick: bool = False, cache_dir: str | None = None, popul
     write_json(result, Path(out))
     print(json.dumps({k: v["value"] if k != "identical_to_undisturbed" else v["met"]
                       for k, v in result["targets"].items()}, default=str), flush=True)
+    return result
+
+
+def _summarize(out: str, soaks: list[dict]) -> dict:
+    from experiments.bench_engine import _median_and_spread
+
+    result = {k: soaks[0][k] for k in ("population", "rounds", "cohort", "kill_worker_every")}
+    result["seeds"] = [s["seed"] for s in soaks]
+    result["repeats"], result["spread"] = len(soaks), {}
+    figures = {"coordinator_mb_per_100_rounds": [s["memory"]["coordinator_mb_per_100_rounds"] for s in soaks],
+               "worker_mb_per_100_rounds": [s["memory"]["worker_mb_per_100_rounds"] for s in soaks],
+               "ray_exit_s_max": [s["ray_exit_s_max"] for s in soaks], "wall_s": [s["wall_s"] for s in soaks]}
+    for k, v in figures.items():
+        result[k], result["spread"][k] = _median_and_spread(v)
+    result["targets"] = {name: {"met": all(s["targets"][name]["met"] for s in soaks),
+                                "value": [s["targets"][name]["value"] for s in soaks],
+                                "target": soaks[0]["targets"][name]["target"]} for name in soaks[0]["targets"]}
+    result["headline"] = {k: v["met"] for k, v in result["targets"].items()}
+    result["soaks"] = soaks
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_json(result, Path(out))
     return result

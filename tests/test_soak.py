@@ -20,3 +20,19 @@ def test_reduced_soak_equals_the_undisturbed_run_and_leaves_no_ray_process(tmp_p
         assert res[stage]["ray_left"] == [] and res[stage]["ray_exit_s"] <= 10.0, stage
     per_round = res["memory"]["per_round"]["undisturbed"]
     assert len(per_round["coordinator_rss_mb"]) == 30 and min(per_round["worker_rss_mb"]) > 50
+
+
+def test_repeated_soaks_meet_a_target_only_when_every_seed_does(tmp_path):
+    from experiments.bench_soak import _summarize
+
+    def soak(seed, identical, slope):
+        met = {"identical_to_undisturbed": identical, "rss_slope_mb_per_100_rounds": slope <= 5}
+        return {"population": 10, "rounds": 5, "cohort": 2, "kill_worker_every": 2, "seed": seed,
+                "memory": {"coordinator_mb_per_100_rounds": slope, "worker_mb_per_100_rounds": 1.0},
+                "ray_exit_s_max": 1.0, "wall_s": 3.0,
+                "targets": {k: {"met": v, "value": seed, "target": "t"} for k, v in met.items()}}
+
+    out = _summarize(str(tmp_path / "s.json"), [soak(0, True, 1.0), soak(1, False, 3.0), soak(2, True, 9.0)])
+    assert out["seeds"] == [0, 1, 2] and out["coordinator_mb_per_100_rounds"] == 3.0
+    assert out["spread"]["coordinator_mb_per_100_rounds"] == [1.0, 9.0]
+    assert out["headline"] == {"identical_to_undisturbed": False, "rss_slope_mb_per_100_rounds": False}
