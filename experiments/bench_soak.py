@@ -163,8 +163,9 @@ def run_bench(out: str, quick: bool = False, cache_dir: str | None = None, popul
     cohorts and kill rounds); a target is met when every soak meets it, and the figures are
     medians with the spread [min, max]."""
     if repeats > 1:
-        soaks = [run_bench(str(Path(out).with_suffix(f".seed{seed + i}.json")), quick, cache_dir, population,
-                           rounds, cohort, kill_every, seed + i, None) for i in range(repeats)]
+        with tempfile.TemporaryDirectory() as tmp:  # each soak's own JSON: kept whole under "soaks"
+            soaks = [run_bench(str(Path(tmp) / f"seed{seed + i}.json"), quick, cache_dir, population, rounds,
+                               cohort, kill_every, seed + i, None) for i in range(repeats)]
         return _summarize(out, soaks)
     import pandas as pd
     import yaml
