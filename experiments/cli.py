@@ -11,7 +11,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hide TF's CUDA-plugin noise on CPU hosts
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
-BENCHES = {"engine": "experiments.bench_engine", "scale": "experiments.bench_scale", "secagg": "secagg.bench",
+BENCHES = {"asr": "experiments.bench_asr", "engine": "experiments.bench_engine", "scale": "experiments.bench_scale", "secagg": "secagg.bench",
            "soak": "experiments.bench_soak", "peers": "experiments.bench_peers"}
 
 
@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int,
                    help="whole runs to take the median of (engine, peers, secagg: default 3; scale, soak: default 1)")
     b.add_argument("--population", type=int, help="devices (scale, soak; default 1,000,000)")
+    b.add_argument("--reference-tree", metavar="DIR",
+                   help="asr: also measure the code checked out in DIR (e.g. a git worktree of an older commit)")
     return p
 
 
@@ -137,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
                 print("fedpop: --population applies to `bench scale` and `bench soak` only", file=sys.stderr)
                 return 2
             kwargs["population"] = args.population
+        if args.reference_tree:
+            if args.which != "asr":
+                print("fedpop: --reference-tree applies to `bench asr` only", file=sys.stderr)
+                return 2
+            kwargs["reference_tree"] = args.reference_tree
         result = importlib.import_module(BENCHES[args.which]).run_bench(args.out, quick=args.quick, **kwargs)
         print(json.dumps(result.get("headline", result), indent=2, default=str))
         return 0

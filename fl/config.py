@@ -76,6 +76,9 @@ class ClientSection:
     # personalization: this fraction of a device's distinct training targets is held back; a
     # fine-tuned model replaces the starting one only if it lowers the loss on them (0 = always)
     validation_fraction: float = bounded(0.0, 0, 0.5)
+    # batch examples of similar length together (tasks with ``example_lengths``, e.g. speech):
+    # each shuffled epoch is sorted by length within pools of this many batches (0 = off)
+    bucket_pool: int = bounded(0, 0)
 
 
 @dataclass

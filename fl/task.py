@@ -9,7 +9,8 @@ A task is a Keras model plus each device's data, built once per worker from
 - ``batch_loss(model, x, y, training)``: ``(per-example loss, per-example metric)``; default
   sparse cross-entropy of the model's logits and accuracy;
 - ``cache_namespace``: where generated device data is cached on disk (``None``: no disk cache);
-- ``personal_mask(model)``: which variables stay on the device under FedPer (default: the last layer).
+- ``personal_mask(model)``: which variables stay on the device under FedPer (default: the last layer);
+- ``example_lengths(data)``: per-example lengths, so ``client.bucket_pool`` can batch similar lengths together.
 
 Tasks are named in configs three ways: a registered name (``charlm``), an import path
 (``my_package.my_module:MyTask``), or, from Python, the class itself.  Packages register
@@ -67,6 +68,11 @@ class Task:
         cfg = dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else repr(self.config)
         key = json.dumps([type(self).__module__, type(self).__qualname__, self.seed, cfg], default=str, sort_keys=True)
         return f"{self.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+    def example_lengths(self, data: dict[str, np.ndarray]) -> np.ndarray | None:
+        """Per-example lengths (e.g. frames) for batching by length (``client.bucket_pool``);
+        None: examples have no length."""
+        return None
 
     def personal_mask(self, model) -> list[bool]:
         """Variables kept on the device by FedPer (Arivazhagan et al. 2019): the last layer's."""

@@ -29,26 +29,43 @@ def _correct(y, logits):
 
 @dataclass
 class Batches:
-    """A device's data as [num_batches, batch, ...] plus a 0/1 weight for padding."""
+    """A device's examples ``x``, ``y`` (each once) and its batches as rows of ``index``
+    [num_batches, batch] into them, with a 0/1 weight ``w`` (0: padding). Epochs are index
+    rows, not copies of the data."""
     x: np.ndarray
     y: np.ndarray
+    index: np.ndarray
     w: np.ndarray
 
 
 def make_batches(data: dict[str, np.ndarray], batch_size: int, epochs: int = 1, max_batches: int = 0,
-                 shuffle_rng: np.random.Generator | None = None) -> Batches:
+                 shuffle_rng: np.random.Generator | None = None, lengths: np.ndarray | None = None,
+                 bucket_pool: int = 0) -> Batches:
+    """Batches of ``batch_size`` over ``epochs`` (each shuffled with ``shuffle_rng``).
+
+    With ``lengths`` (e.g. frames per utterance) and ``bucket_pool`` > 0, examples of similar
+    length share a batch: each epoch's shuffled order is cut into pools of ``bucket_pool``
+    batches, every pool is sorted by length and cut into batches, and the batches are
+    shuffled (the pooled "bucket iterator" of torchtext; with batches trimmed to their
+    longest example, less compute is spent on padding)."""
     n = len(data["y"])
     nb = -(-n // batch_size)
     idx = []
     for _ in range(epochs):
         order = shuffle_rng.permutation(n) if shuffle_rng is not None else np.arange(n)
+        if lengths is not None and bucket_pool > 0:
+            pool = bucket_pool * batch_size
+            order = np.concatenate([p[np.argsort(lengths[p], kind="stable")]
+                                    for p in np.split(order, range(pool, n, pool))])
         pad = np.full(nb * batch_size - n, -1)
         order = np.concatenate([order, pad]).reshape(nb, batch_size)
+        if lengths is not None and bucket_pool > 0 and shuffle_rng is not None:
+            order = order[shuffle_rng.permutation(nb)]
         idx.append(order[:max_batches] if max_batches else order)
     idx = np.concatenate(idx)
     valid = idx >= 0
-    take = np.where(valid, idx, 0)
-    return Batches(data["x"][take], data["y"][take], valid.astype(np.float32))
+    return Batches(np.asarray(data["x"]), np.asarray(data["y"]), np.where(valid, idx, 0).astype(np.int32),
+                   valid.astype(np.float32))
 
 
 def hold_out_validation(data: dict[str, np.ndarray], fraction: float, rng: np.random.Generator
@@ -78,13 +95,16 @@ class DeviceTrainer:
         self.shapes = [v.shape for v in self.variables]
         self.sizes = [int(np.prod(s)) for s in self.shapes]
         self.num_params = int(sum(self.sizes))
-        # 1 = trained, 0 = frozen, per variable (personalization fine-tunes a subset)
-        self._trainable = tf.Variable(tf.ones([len(self.variables)]), trainable=False)
+        # which variables train (personalization fine-tunes a subset): one trace per mask, so
+        # frozen variables get no gradient computed at all
+        self._mask = (True,) * len(self.variables)
+        self._trains: dict[tuple, object] = {}
         self._lr = tf.constant(client.lr, tf.float32)
         self._mu = tf.constant(client.prox_mu, tf.float32)
         xs, ys = task.example_spec()
-        bx = tf.TensorSpec([None, None, *xs.shape[1:]], xs.dtype)
-        by = tf.TensorSpec([None, None, *ys.shape[1:]], ys.dtype)
+        bx = tf.TensorSpec([None, *xs.shape[1:]], xs.dtype)
+        by = tf.TensorSpec([None, *ys.shape[1:]], ys.dtype)
+        bi = tf.TensorSpec([None, None], tf.int32)
         bw = tf.TensorSpec([None, None], tf.float32)
         flat = tf.TensorSpec([self.num_params], tf.float32)
         scalar = tf.TensorSpec([], tf.float32)
@@ -97,12 +117,24 @@ class DeviceTrainer:
         self._prox = client.algorithm in ("fedprox", "ditto")
         self._corrected = client.algorithm == "scaffold"
         bounds = tf.TensorSpec([None], tf.int32)
-        # concrete functions: traced once here, called without tf.function's dispatch cost
-        self._train = tf.function(self._train_impl).get_concrete_function(flat, bx, by, bw, bounds, scalar, scalar,
-                                                                           flat, flat)
-        self._eval = tf.function(self._eval_impl).get_concrete_function(flat, bx, by, bw, bounds)
+        # concrete functions: traced once, called without tf.function's dispatch cost
+        self._train_specs = (flat, bx, by, bi, bw, bounds, scalar, scalar, flat, flat)
+        self._eval = tf.function(self._eval_impl).get_concrete_function(flat, bx, by, bi, bw, bounds)
         # devices per call: bounded so the stacked deltas stay under ~64 MB
         self.chunk = max(1, min(32, (64 << 20) // (4 * self.num_params)))
+
+    @property
+    def _train(self):
+        """The traced training function for the current trainable mask."""
+        if self._mask not in self._trains:
+            import tensorflow as tf
+
+            self._trains[self._mask] = tf.function(self._train_impl).get_concrete_function(*self._train_specs)
+        return self._trains[self._mask]
+
+    def _trained(self, values) -> list:
+        """The entries of a per-variable list that belong to trained variables."""
+        return [v for v, keep in zip(values, self._mask) if keep]
 
     # -- traced pieces ---------------------------------------------------------------
     def _assign_impl(self, flat):
@@ -130,20 +162,23 @@ class DeviceTrainer:
             loss += 0.5 * mu * tf.add_n([tf.reduce_sum(tf.square(v - a)) for v, a in zip(self.variables, anchor)])
         return loss, per_ex, correct
 
-    def _local_sgd_impl(self, xs, ys, ws, lr, mu, anchor, correction):
+    def _local_sgd_impl(self, x, y, index, ws, lr, mu, anchor, correction):
         """Local training: SGD, or Adam (Kingma & Ba 2015) with fresh moments per device.
         ``anchor`` is the proximal term's centre; ``correction`` (SCAFFOLD's c - c_i,
-        Karimireddy et al. 2020) is added to every gradient."""
+        Karimireddy et al. 2020) is added to every gradient. Only trained variables move."""
         adam = self.client.optimizer == "adam"
-        m = [tf.zeros_like(v) for v in self.variables] if adam else []
-        s = [tf.zeros_like(v) for v in self.variables] if adam else []
+        variables = self._trained(self.variables)
+        correction = self._trained(correction) if self._corrected else []
+        m = [tf.zeros_like(v) for v in variables] if adam else []
+        s = [tf.zeros_like(v) for v in variables] if adam else []
         b1, b2 = 0.9, 0.999
         stats = tf.zeros([3])  # loss sum, correct sum, examples
-        for i in tf.range(tf.shape(xs)[0]):
+        for i in tf.range(tf.shape(index)[0]):
             w = ws[i]
             with tf.GradientTape() as tape:
-                loss, per_ex, correct = self._batch_loss(xs[i], ys[i], w, anchor, mu)
-            grads = tape.gradient(loss, self.variables)
+                loss, per_ex, correct = self._batch_loss(tf.gather(x, index[i]), tf.gather(y, index[i]), w,
+                                                         anchor, mu)
+            grads = tape.gradient(loss, variables)
             if self._corrected:
                 grads = [tf.convert_to_tensor(g) + c for g, c in zip(grads, correction)]
             if self.client.clip_norm > 0:
@@ -155,29 +190,30 @@ class DeviceTrainer:
                 s = [b2 * a + (1 - b2) * tf.square(g) for a, g in zip(s, grads)]
                 scale = tf.sqrt(1 - b2 ** t) / (1 - b1 ** t)
                 grads = [scale * a / (tf.sqrt(b) + 1e-7) for a, b in zip(m, s)]
-            for j, (v, g) in enumerate(zip(self.variables, grads)):
-                v.assign_sub(lr * self._trainable[j] * g)
+            for v, g in zip(variables, grads):
+                v.assign_sub(lr * g)
             stats += tf.stack([tf.reduce_sum(per_ex * w), tf.reduce_sum(correct * w), tf.reduce_sum(w)])
         return stats
 
-    def _gradient_impl(self, xs, ys, ws, lr, mu, anchor, correction):
+    def _gradient_impl(self, x, y, index, ws, lr, mu, anchor, correction):
         """FedSGD (McMahan et al. 2017): one gradient over all local data; delta = -gradient."""
-        acc = [tf.zeros_like(v) for v in self.variables]
+        variables = self._trained(self.variables)
+        acc = [tf.zeros_like(v) for v in variables]
         stats = tf.zeros([3])
         total = tf.reduce_sum(ws)
-        for i in tf.range(tf.shape(xs)[0]):
+        for i in tf.range(tf.shape(index)[0]):
             w = ws[i]
             with tf.GradientTape() as tape:
-                per_ex, correct = self._per_example(xs[i], ys[i], True)
+                per_ex, correct = self._per_example(tf.gather(x, index[i]), tf.gather(y, index[i]), True)
                 loss = tf.reduce_sum(per_ex * w) / tf.maximum(total, 1.0)
-            grads = tape.gradient(loss, self.variables)
+            grads = tape.gradient(loss, variables)
             acc = [a + g for a, g in zip(acc, grads)]
             stats += tf.stack([tf.reduce_sum(per_ex * w), tf.reduce_sum(correct * w), tf.reduce_sum(w)])
-        for v, a in zip(self.variables, acc):
+        for v, a in zip(variables, acc):
             v.assign_sub(a)
         return stats
 
-    def _train_impl(self, flat, xs, ys, ws, bounds, lr, mu, anchor, correction):
+    def _train_impl(self, flat, x, y, index, ws, bounds, lr, mu, anchor, correction):
         """For device d (batches bounds[d]:bounds[d+1]): set the start weights, train
         locally, emit its delta and stats. Returns ([D, P] deltas, [D, 3] stats)."""
         n = tf.shape(bounds)[0] - 1
@@ -189,18 +225,18 @@ class DeviceTrainer:
         for d in tf.range(n):
             lo, hi = bounds[d], bounds[d + 1]
             self._assign_impl(flat)
-            stats = stats.write(d, self._step(xs[lo:hi], ys[lo:hi], ws[lo:hi], lr, mu, anchor_parts, corr_parts))
+            stats = stats.write(d, self._step(x, y, index[lo:hi], ws[lo:hi], lr, mu, anchor_parts, corr_parts))
             deltas = deltas.write(d, self._get_impl() - flat)
         return deltas.stack(), stats.stack()
 
-    def _eval_impl(self, flat, xs, ys, ws, bounds):
+    def _eval_impl(self, flat, x, y, index, ws, bounds):
         self._assign_impl(flat)
         n = tf.shape(bounds)[0] - 1
         out = tf.TensorArray(tf.float32, size=n)
         for d in tf.range(n):
             stats = tf.zeros([3])
             for i in tf.range(bounds[d], bounds[d + 1]):
-                per_ex, correct = self._per_example(xs[i], ys[i], False)
+                per_ex, correct = self._per_example(tf.gather(x, index[i]), tf.gather(y, index[i]), False)
                 stats += tf.stack([tf.reduce_sum(per_ex * ws[i]), tf.reduce_sum(correct * ws[i]),
                                    tf.reduce_sum(ws[i])])
             out = out.write(d, stats)
@@ -212,8 +248,9 @@ class DeviceTrainer:
 
     def set_trainable(self, mask) -> None:
         """Freeze variables where mask is False (None: train all)."""
-        self._trainable.assign(np.ones(len(self.variables), np.float32) if mask is None
-                               else np.asarray(mask, np.float32))
+        self._mask = (True,) * len(self.variables) if mask is None else tuple(bool(m) for m in mask)
+        if len(self._mask) != len(self.variables):
+            raise ValueError(f"trainable mask has {len(self._mask)} entries for {len(self.variables)} variables")
 
     def get_weights(self) -> np.ndarray:
         return self._get().numpy()
@@ -223,7 +260,9 @@ class DeviceTrainer:
         if not train:
             return make_batches(data, c.batch_size)
         rng = rng_for(seed, "shuffle", round_num, device_id) if c.shuffle else None
-        return make_batches(data, c.batch_size, c.epochs, c.max_batches, rng)
+        lengths_of = getattr(self.task, "example_lengths", None)
+        lengths = lengths_of(data) if c.bucket_pool and lengths_of is not None else None
+        return make_batches(data, c.batch_size, c.epochs, c.max_batches, rng, lengths, c.bucket_pool)
 
     def train_many(self, global_flat, devices: list[Batches], mu: float | None = None, anchor=None,
                    correction=None) -> tuple[np.ndarray, list[dict]]:
@@ -231,11 +270,11 @@ class DeviceTrainer:
         returns [D, P] float32 deltas and per-device metric sums.  ``mu``/``anchor``: the
         proximal term's weight and centre (default client.prox_mu and the start weights);
         ``correction``: SCAFFOLD's gradient correction (flat; algorithm scaffold only)."""
-        x, y, w, bounds = _concat(devices)
+        x, y, index, w, bounds = _concat(devices)
         mu = self._mu if mu is None else tf.constant(mu, tf.float32)
         anchor = global_flat if anchor is None else anchor
         correction = global_flat if correction is None else correction  # unused unless scaffold
-        deltas, stats = self._train(global_flat, x, y, w, bounds, self._lr, mu, anchor, correction)
+        deltas, stats = self._train(global_flat, x, y, index, w, bounds, self._lr, mu, anchor, correction)
         return deltas.numpy(), [_stats(s) for s in stats.numpy()]
 
     def train(self, global_flat, b: Batches, **kw) -> tuple[np.ndarray, dict]:
@@ -243,19 +282,21 @@ class DeviceTrainer:
         return deltas[0], stats[0]
 
     def evaluate_many(self, global_flat, devices: list[Batches]) -> list[dict]:
-        x, y, w, bounds = _concat(devices)
-        return [_stats(s) for s in self._eval(global_flat, x, y, w, bounds).numpy()]
+        x, y, index, w, bounds = _concat(devices)
+        return [_stats(s) for s in self._eval(global_flat, x, y, index, w, bounds).numpy()]
 
     def evaluate(self, global_flat, b: Batches) -> dict:
         return self.evaluate_many(global_flat, [b])[0]
 
 
 def _concat(devices: list[Batches]):
+    """Several devices' batches as one set: examples concatenated, indices offset."""
     bounds = np.zeros(len(devices) + 1, np.int32)
     bounds[1:] = np.cumsum([len(b.w) for b in devices])
+    offsets = np.cumsum([0] + [len(b.y) for b in devices[:-1]]).astype(np.int32)
     cat = lambda xs: tf.constant(np.concatenate(xs)) if len(xs) > 1 else tf.constant(xs[0])  # noqa: E731
-    return (cat([b.x for b in devices]), cat([b.y for b in devices]), cat([b.w for b in devices]),
-            tf.constant(bounds))
+    return (cat([b.x for b in devices]), cat([b.y for b in devices]),
+            cat([b.index + o for b, o in zip(devices, offsets)]), cat([b.w for b in devices]), tf.constant(bounds))
 
 
 def _stats(s) -> dict:

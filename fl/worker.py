@@ -180,14 +180,16 @@ class DeviceWorker:
                        personalized_accuracy=stats["correct_sum"] / max(stats["examples"], 1))
             _add(self._round["metrics"], {f"personalized_{k}": v for k, v in stats.items()})
 
-    def _personalize(self, weights, device_ids, num_examples, strategies=("all",)) -> dict:
+    def _personalize(self, weights, device_ids, num_examples, strategies=("all",), runs=None) -> dict:
         """Per device: WER of the global model on its held-out utterances (once), then for each
-        strategy fine-tune the variables it selects on the training utterances, starting from
-        the global model, and WER again (the personalization recipe of Green et al. 2021).
-        With client.validation_fraction > 0, some training phrases are held back and the
-        fine-tuned model is kept only if it lowers their loss; else the device keeps the global
-        model ("kept_base"; "finetuned_wer" is the fine-tuned model's WER either way).
-        One record per device and strategy; nothing leaves the device but WERs and losses."""
+        run fine-tune the variables its strategy selects on the training utterances, starting
+        from the global model, and WER again (the personalization recipe of Green et al. 2021).
+        ``runs``: (training examples, strategy) pairs, a learning curve: each run trains on the
+        first n of the device's training examples (nested subsets; 0 = all); default: every
+        strategy on all of them. With client.validation_fraction > 0, some of a run's training
+        phrases are held back and the fine-tuned model is kept only if it lowers their loss; else
+        the device keeps the global model ("kept_base"; "finetuned_wer" is the fine-tuned model's
+        WER either way). One record per device and run; nothing leaves the device but WERs and losses."""
         import tensorflow as tf
 
         from fl.trainer import hold_out_validation
@@ -195,21 +197,21 @@ class DeviceWorker:
         t0, tr, seed = time.perf_counter(), self.trainer, self.cfg.experiment.seed
         global_w = np.asarray(weights, np.float32)
         global_t = tf.constant(global_w)
+        runs = [(0, s) for s in strategies] if runs is None else [(int(n), s) for n, s in runs]
         records = []
         for dev, n in zip(device_ids.tolist(), num_examples.tolist()):
-            t_dev, before, test, train, val = time.perf_counter(), None, None, None, None
-            for strategy in strategies:
+            t_dev, before, test, full = time.perf_counter(), None, None, None
+            for size, strategy in runs:
                 rec = {"device_id": dev, "status": ACCEPTED, "strategy": strategy, "error": ""}
                 try:
                     if before is None:
-                        test = self._data(dev, n, "eval")
-                        train, val = hold_out_validation(self._data(dev, n, "train"),
-                                                         self.cfg.client.validation_fraction,
-                                                         rng_for(seed, "validation", dev))
-                        val_batches = tr.batches(val, seed, 0, dev, train=False)
+                        test, full = self._data(dev, n, "eval"), self._data(dev, n, "train")
                         tr.set_weights(global_t)
                         before = self.task.decode_metrics(tr.model, test)
-                        val_before = _mean_loss(tr.evaluate(global_t, val_batches)) if len(val["y"]) else np.nan
+                    subset = {k: v[:size] for k, v in full.items()} if size else full
+                    train, val = hold_out_validation(subset, self.cfg.client.validation_fraction,
+                                                     rng_for(seed, "validation", dev))
+                    rec["train_examples"] = int(len(subset["y"]))
                     tr.set_trainable(self.task.trainable_mask(tr.model, strategy))
                     try:
                         delta, stats = tr.train(global_t, tr.batches(train, seed, 0, dev))
@@ -220,6 +222,8 @@ class DeviceWorker:
                     after = self.task.decode_metrics(tr.model, test)
                     rec["finetuned_wer"] = after.get("wer", after.get("cer", np.nan))
                     if len(val["y"]):
+                        val_batches = tr.batches(val, seed, 0, dev, train=False)
+                        val_before = _mean_loss(tr.evaluate(global_t, val_batches))
                         val_after = _mean_loss(tr.evaluate(tuned, val_batches))
                         rec.update(val_loss_before=val_before, val_loss_after=val_after,
                                    kept_base=bool(not val_after < val_before))

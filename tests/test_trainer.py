@@ -15,8 +15,28 @@ def _trainer(**client):
 def test_padding_batches_carry_zero_weight():
     data = {"x": np.arange(10.0)[:, None], "y": np.arange(10)}
     b = make_batches(data, 4, epochs=2)
-    assert b.x.shape[:2] == (6, 4) and b.w.sum() == 20
+    assert b.index.shape == (6, 4) and b.w.sum() == 20
     assert b.w[2].tolist() == [1, 1, 0, 0]
+    assert b.x.shape == (10, 1)  # the examples once: epochs are rows of indices, not copies
+    assert sorted(b.index[b.w > 0].tolist()) == sorted(list(range(10)) * 2)
+
+
+def test_bucketing_batches_similar_lengths_and_keeps_every_example():
+    rng = np.random.default_rng(0)
+    n, batch = 200, 8
+    lengths = rng.integers(50, 600, n)
+    data = {"x": np.arange(n)[:, None], "y": np.arange(n)}
+    plain = make_batches(data, batch, epochs=3, shuffle_rng=np.random.default_rng(1))
+    bucketed = make_batches(data, batch, epochs=3, shuffle_rng=np.random.default_rng(1), lengths=lengths,
+                            bucket_pool=8)
+    for b in (plain, bucketed):  # every example once per epoch
+        assert sorted(b.index[b.w > 0].tolist()) == sorted(list(range(n)) * 3)
+    padded = lambda b: sum(lengths[row[w > 0]].max() * batch for row, w in zip(b.index, b.w))  # noqa: E731
+    assert padded(bucketed) < 0.75 * padded(plain)  # frames computed when batches are trimmed to their longest
+    # batches are shuffled, not in length order, and differ between epochs
+    firsts = [lengths[row[0]] for row in bucketed.index[:25]]
+    assert firsts != sorted(firsts)
+    assert not np.array_equal(bucketed.index[:25], bucketed.index[25:50])
 
 
 def test_devices_of_any_size_reuse_one_trace():

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from clients.speech.decoding import BLANK, VOCAB_SIZE
+from clients.speech.fused_lstm import lstm_sequence
 from clients.speech.rnnt_loss import rnnt_loss
 
 
@@ -130,14 +131,24 @@ class ProjectedLSTM(tf.keras.layers.Layer):
         return self.proj or self.units
 
     def call(self, x, initial_state=None, training=None):
-        y, h, c = self.lstm(x, initial_state=initial_state, training=training)
+        """x [B, T, in] -> (y [B, T, output_dim], final [h, c] or None). From a zero state the
+        whole sequence runs in ``fused_lstm.lstm_sequence`` (the same function, faster on CPU;
+        no final state); with ``initial_state`` (step-by-step decoding) in the Keras layer."""
+        if initial_state is None:
+            if not self.lstm.built:
+                self.lstm.build(x.shape)
+            cell = self.lstm.cell
+            y, state = lstm_sequence(x, cell.kernel, cell.recurrent_kernel, cell.bias), None
+        else:
+            y, h, c = self.lstm(x, initial_state=initial_state, training=training)
+            state = [h, c]
         if self.projection is not None:
             y = self.projection(y)
         if self.norm is not None:
             y = self.norm(y)
             if x.shape[-1] == y.shape[-1]:
                 y = y + x
-        return y, [h, c]
+        return y, state
 
 
 class RNNT(tf.keras.Model):

@@ -171,6 +171,10 @@ class ASRTask(Task):
         domain = np.array([DOMAINS.index(str(v)) for v in d["domains"]], np.int32)
         return {"x": x, "y": y, "domain": domain}
 
+    def example_lengths(self, data: dict[str, np.ndarray]) -> np.ndarray:
+        """Frames per packed utterance (the "frame is real" channel)."""
+        return data["x"][:, :, -1].sum(axis=1).astype(np.int32)
+
     def batch_loss(self, model, x, y, training):
         """Per-utterance RNN-T loss; the second value (accuracy) is not defined here: 0."""
         import tensorflow as tf
