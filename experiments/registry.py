@@ -15,6 +15,7 @@ EXPERIMENTS = {
     "fedavg-mlp": ("experiments.fedavg_train", "mlp.yaml"),
     "fedavg-asr": ("experiments.fedavg_asr", "fedavg-asr.yaml"),
     "euphonia-personalization": ("experiments.euphonia_personalization", "euphonia-personalization.yaml"),
+    "euphonia-data-scaling": ("experiments.euphonia_data_scaling", "euphonia-data-scaling.yaml"),
     "gboard-handwriting": ("experiments.gboard_handwriting", "gboard-handwriting.yaml"),
     "new-words": ("experiments.new_words", "new-words.yaml"),
     "now-playing": ("experiments.now_playing", "now-playing.yaml"),

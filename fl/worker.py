@@ -211,7 +211,7 @@ class DeviceWorker:
                     subset = {k: v[:size] for k, v in full.items()} if size else full
                     train, val = hold_out_validation(subset, self.cfg.client.validation_fraction,
                                                      rng_for(seed, "validation", dev))
-                    rec["train_examples"] = int(len(subset["y"]))
+                    rec.update(requested_examples=size, train_examples=int(len(subset["y"])))
                     tr.set_trainable(self.task.trainable_mask(tr.model, strategy))
                     try:
                         delta, stats = tr.train(global_t, tr.batches(train, seed, 0, dev))
