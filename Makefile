@@ -33,6 +33,7 @@ test-all: $(STAMP) chromium
 bench: $(STAMP)
 	mkdir -p bench
 	$(VENV)/bin/fedpop bench engine --out bench/engine.json
+	$(VENV)/bin/fedpop bench asr --out bench/asr.json
 	$(VENV)/bin/fedpop bench scale --repeats 3 --out bench/scale.json
 	$(VENV)/bin/fedpop bench scale --repeats 3 --population 10000000 --out bench/scale_10m.json
 	$(VENV)/bin/fedpop bench secagg --out bench/secagg.json

@@ -110,6 +110,19 @@ def _measure_in(tree: Path, repeats: int, quick: bool) -> dict:
     return result
 
 
+def assemble(current: dict, reference: dict | None, repeats: int, quick: bool, commit: str) -> dict:
+    """The JSON: both measurements, and the speed-up over the reference per workload as targets."""
+    result = {"commit": commit, "repeats": repeats, "quick": quick, "current": current, "reference": reference,
+              "targets": {}}
+    for name in WORKLOADS:
+        if reference and name in reference and name in current:
+            ratio = current[name]["utterance_epochs_per_s"] / reference[name]["utterance_epochs_per_s"]
+            result["targets"][f"{name}_speedup"] = {"value": ratio, "target": ">= 2.0", "met": bool(ratio >= 2.0)}
+    result["headline"] = {f"{k}_utterance_epochs_per_s": v["utterance_epochs_per_s"] for k, v in current.items()}
+    result["headline"].update({k: v["value"] for k, v in result["targets"].items()})
+    return result
+
+
 def run_bench(out: str, quick: bool = False, repeats: int = 3, reference_tree: str | None = None) -> dict:
     from fl.results import write_json
 
@@ -120,14 +133,7 @@ def run_bench(out: str, quick: bool = False, repeats: int = 3, reference_tree: s
         reference = {"commit": _git_commit(Path(reference_tree)), **_measure_in(Path(reference_tree), repeats, quick)}
     else:
         reference = previous.get("reference")
-    result = {"commit": _git_commit(ROOT), "repeats": repeats, "quick": quick, "current": current,
-              "reference": reference, "targets": {}}
-    for name in WORKLOADS:
-        if reference and name in reference:
-            ratio = current[name]["utterance_epochs_per_s"] / reference[name]["utterance_epochs_per_s"]
-            result["targets"][f"{name}_speedup"] = {"value": ratio, "target": ">= 2.0", "met": bool(ratio >= 2.0)}
-    result["headline"] = {f"{k}_utterance_epochs_per_s": v["utterance_epochs_per_s"] for k, v in current.items()}
-    result["headline"].update({k: v["value"] for k, v in result["targets"].items()})
+    result = assemble(current, reference, repeats, quick, _git_commit(ROOT))
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(result, path)
     return result
