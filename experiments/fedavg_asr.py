@@ -84,7 +84,7 @@ def initial_weights(cfg, task, out_dir: Path, progress: bool):
 
     ids = range(cfg.population.size)
     w, losses = warm_start(task, ids, c.warm_start_steps, c.warm_start_batch, c.warm_start_lr,
-                           cfg.experiment.seed, progress=progress)
+                           cfg.experiment.seed, progress=progress, bucket_pool=cfg.client.bucket_pool)
     np.savez(path, weights=w, losses=np.asarray(losses, np.float32))
     return w
 

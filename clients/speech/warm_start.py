@@ -23,9 +23,10 @@ def pooled_utterances(task, device_ids) -> dict[str, np.ndarray]:
 
 
 def warm_start(task, device_ids, steps: int, batch_size: int = 32, lr: float = 0.002, seed: int = 0,
-               clip_norm: float = 5.0, progress: bool = True) -> tuple[np.ndarray, list[float]]:
-    """``steps`` Adam steps on random batches of the devices' pooled utterances; returns
-    (flat weights, per-step mean loss). Deterministic in ``seed``."""
+               clip_norm: float = 5.0, progress: bool = True, bucket_pool: int = 0) -> tuple[np.ndarray, list[float]]:
+    """``steps`` Adam steps on shuffled batches of the devices' pooled utterances (with
+    ``bucket_pool`` > 0, utterances of similar length batched together; `fl.trainer.make_batches`);
+    returns (flat weights, per-step mean loss). Deterministic in ``seed``."""
     import tensorflow as tf
     from tqdm import tqdm
 
@@ -46,15 +47,20 @@ def warm_start(task, device_ids, steps: int, batch_size: int = 32, lr: float = 0
         opt.apply_gradients(zip(grads, variables))
         return loss
 
-    rng = rng_for(seed, "warm-start")
+    from fl.trainer import make_batches
+
     n, losses = len(data["y"]), []
-    frames = data["x"][..., -1].sum(axis=1).astype(int)
+    batch_size = min(batch_size, n)
+    # shuffled epochs of the pooled utterances, similar lengths batched together (bucket_pool)
+    batches = make_batches(data, batch_size, epochs=-(-steps * batch_size // n) + 1,
+                           shuffle_rng=rng_for(seed, "warm-start"), lengths=task.example_lengths(data),
+                           bucket_pool=bucket_pool)
+    rows = [np.sort(row[w > 0]) for row, w in zip(batches.index, batches.w)]
     bar = tqdm(range(steps), desc="warm start", unit="step", disable=not progress, file=sys.stderr,
                dynamic_ncols=True)
     for i in bar:
-        idx = np.sort(rng.choice(n, size=min(batch_size, n), replace=False))
-        t = -(-max(int(frames[idx].max()), 1) // 100) * 100  # padded to a multiple of 1 s
-        loss = float(step(data["x"][idx, :t], data["y"][idx]))
+        idx = rows[i]
+        loss = float(step(data["x"][idx], data["y"][idx]))
         if not np.isfinite(loss):
             raise FloatingPointError(f"warm start diverged at step {i} (loss {loss}); lower task.warm_start_lr")
         losses.append(loss)
