@@ -181,13 +181,13 @@ def evaluate(model, utterances: list[tuple[np.ndarray, str]], out_dir: str | Pat
     """Export float and int8 models; WER of TF, TFLite float and TFLite int8 greedy decoding
     on ``utterances`` ([(features [T, n_mels], reference)]), sizes, and real-time factor of
     the int8 model on one thread (decode seconds / audio seconds, 10 ms frames)."""
-    from clients.speech.decoding import greedy_decode, ids_to_text
+    from clients.speech.decoding import compiled_greedy_decode, greedy_decode, ids_to_text
     from clients.speech.wer import corpus_wer
 
     out = Path(out_dir)
     refs = [ref for _, ref in utterances]
-    hyps = {"tf": [ids_to_text(greedy_decode(model, model.encode(f[None], np.array([len(f)]))[0].numpy()[0]).tokens)
-                   for f, _ in utterances]}
+    tf_encode = lambda f: model.encode(f[None], np.array([len(f)]))[0].numpy()[0]  # noqa: E731
+    hyps = {"tf": [ids_to_text(compiled_greedy_decode(model, tf_encode(f)).tokens) for f, _ in utterances]}
     sizes, rtf = {}, {}
     for kind, quant in (("float", False), ("int8", True)):
         paths = export(model, out, quant)
