@@ -13,7 +13,6 @@ The study's own keys are the ``study`` section; the rest is euphonia-personaliza
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from experiments.study_config import StudyConfig, load_study
 from fl.config import ConfigError, bounded
 
 SEVERITIES = ("mild", "moderate", "severe")
@@ -41,27 +41,9 @@ class StudySection:
     target_reduction: float = bounded(0.60, 0.0, 1.0)
 
 
-@dataclass
-class StudyConfig:
-    engine: object  # fl.config.Config: the task, client recipe and workers
-    study: StudySection
-
-    def to_dict(self) -> dict:
-        return {**self.engine.to_dict(), "study": dataclasses.asdict(self.study)}
-
-
 def load(raw: dict, overrides: list[str]) -> StudyConfig:
     """The engine's config plus the ``study`` section, validated before any work."""
-    from fl.config import build_section, load_config, merge, parse_overrides
-
-    data = merge(raw or {}, parse_overrides(overrides or []))
-    study = build_section(StudySection, data.pop("study", None), "study.")
-    workers = (data.pop("secagg", None) or {}).get("workers")  # the CLI's --workers for studies with load()
-    if workers is not None:
-        data = merge(data, {"workers": {"num": workers}})
-    cfg = StudyConfig(load_config(data), study)
-    check(cfg)
-    return cfg
+    return load_study(raw, overrides, StudySection, check)
 
 
 def check(cfg: StudyConfig) -> None:
