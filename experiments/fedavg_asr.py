@@ -85,7 +85,9 @@ def initial_weights(cfg, task, out_dir: Path, progress: bool):
     ids = range(cfg.population.size)
     w, losses = warm_start(task, ids, c.warm_start_steps, c.warm_start_batch, c.warm_start_lr,
                            cfg.experiment.seed, progress=progress, bucket_pool=cfg.client.bucket_pool)
-    np.savez(path, weights=w, losses=np.asarray(losses, np.float32))
+    from clients.speech.warm_start import intra_op_threads
+
+    np.savez(path, weights=w, losses=np.asarray(losses, np.float32), threads=intra_op_threads())
     return w
 
 
@@ -104,7 +106,10 @@ def run(cfg, out_dir: Path, progress: bool = True) -> dict:
                    target_heldout_wer=0.20, meets_target=bool(wer["heldout_wer"] <= 0.20))
     warm = out_dir / "warm_start.npz"
     if warm.exists():  # how much the federated rounds add to (or take from) the warm start
-        summary["warm_start_heldout_wer"] = heldout_wer(cfg, np.load(warm)["weights"])[1]["heldout_wer"]
+        saved = np.load(warm)
+        summary["warm_start_heldout_wer"] = heldout_wer(cfg, saved["weights"])[1]["heldout_wer"]
+        if "threads" in saved:  # TensorFlow's intra-op threads: the weights are reproducible for this count
+            summary["warm_start_threads"] = int(saved["threads"])
     summary["on_device"] = on_device_report(cfg, state.weights, out_dir)
     recorder.finish(summary)
     return summary

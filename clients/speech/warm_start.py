@@ -22,11 +22,22 @@ def pooled_utterances(task, device_ids) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in ("x", "y")}
 
 
+def intra_op_threads() -> int:
+    """TensorFlow's intra-op thread count in this process: as set, else its default, the CPUs
+    this process may run on (so `taskset` changes it)."""
+    import os
+
+    import tensorflow as tf
+
+    return tf.config.threading.get_intra_op_parallelism_threads() or len(os.sched_getaffinity(0))
+
+
 def warm_start(task, device_ids, steps: int, batch_size: int = 32, lr: float = 0.002, seed: int = 0,
                clip_norm: float = 5.0, progress: bool = True, bucket_pool: int = 0) -> tuple[np.ndarray, list[float]]:
     """``steps`` Adam steps on shuffled batches of the devices' pooled utterances (with
     ``bucket_pool`` > 0, utterances of similar length batched together; `fl.trainer.make_batches`);
-    returns (flat weights, per-step mean loss). Deterministic in ``seed``."""
+    returns (flat weights, per-step mean loss). Deterministic in ``seed`` for one intra-op
+    thread count (`intra_op_threads`): TensorFlow splits its float sums by it."""
     import tensorflow as tf
     from tqdm import tqdm
 
