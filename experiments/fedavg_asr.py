@@ -80,13 +80,11 @@ def initial_weights(cfg, task, out_dir: Path, progress: bool):
     path = out_dir / "warm_start.npz"
     if path.exists():
         return np.load(path)["weights"]
-    from clients.speech.warm_start import warm_start
+    from clients.speech.warm_start import intra_op_threads, warm_start
 
     ids = range(cfg.population.size)
     w, losses = warm_start(task, ids, c.warm_start_steps, c.warm_start_batch, c.warm_start_lr,
                            cfg.experiment.seed, progress=progress, bucket_pool=cfg.client.bucket_pool)
-    from clients.speech.warm_start import intra_op_threads
-
     np.savez(path, weights=w, losses=np.asarray(losses, np.float32), threads=intra_op_threads())
     return w
 

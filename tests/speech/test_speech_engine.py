@@ -1,4 +1,6 @@
 """Speech devices through the round engine: RNN-T FedAvg rounds and held-out-speaker WER."""
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -177,7 +179,7 @@ def test_fedavg_asr_recipe_with_warm_start_is_deterministic_and_cached(tmp_path)
     saved = np.load(tmp_path / "run" / "warm_start.npz")
     np.testing.assert_array_equal(saved["weights"], w1)
     assert summary["warm_start_steps"] == 3 and summary["heldout_speakers"] == 1
-    import os  # the thread count the warm-start weights are reproducible for is recorded
+    # the thread count the warm-start weights are reproducible for is recorded
     assert summary["warm_start_threads"] == int(saved["threads"]) == len(os.sched_getaffinity(0))
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["heldout_wer"] == summary["heldout_wer"]
     ray.shutdown()
