@@ -1,7 +1,7 @@
 """A pool of long-lived Ray actors (`DeviceWorker`) that the coordinator fans rounds out to.
 
-Weights go out once per round via `ray.put`; devices are split into contiguous id
-ranges, one per worker; a worker that dies mid-round is replaced and its devices are
+Weights go out once per round (`ray.put`, or inside the call when small); devices are
+split into contiguous id ranges, one per worker; a worker that dies mid-round is replaced and its devices are
 re-run on the replacement (`workers.retry_crashed` times), else reported as dropouts, so
 the round still completes.
 """
@@ -13,7 +13,7 @@ import os
 import numpy as np
 import ray
 
-from fl.worker import DeviceWorker, crashed_result
+from fl.worker import DeviceWorker, crashed_result, unpack_records
 
 log = logging.getLogger("fedpop")
 
@@ -77,7 +77,9 @@ class WorkerPool:
             mode: str = "train", secure=None, options: dict | None = None) -> list[dict]:
         """Run devices on all workers; results come back in worker order (deterministic).
         With `secure`, device i of `device_ids` is SecAgg client i, held by its worker."""
-        ref = ray.put(weights)
+        # small weights travel inside the call (Ray inlines arguments under 100 KB); larger ones
+        # go to the object store once and every worker reads them from there
+        ref = weights if weights.nbytes <= 100 * 1024 else ray.put(weights)
         options = ray.put(options) if options else options
         splits = np.array_split(np.arange(len(device_ids)), len(self.actors))
         self._owner = {int(p): w for w, s in enumerate(splits) for p in s}
@@ -87,7 +89,7 @@ class WorkerPool:
         for i, (fut, s) in enumerate(zip(futures, splits)):
             for attempt in range(self.retry_crashed + 1):
                 try:
-                    results.append(ray.get(fut))
+                    results.append(unpack_records(ray.get(fut)))
                     break
                 except ray.exceptions.RayActorError as e:
                     self._replace(i)

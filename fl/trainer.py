@@ -7,6 +7,7 @@ dispatch costs are paid once per chunk, not once per device.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,17 @@ def make_batches(data: dict[str, np.ndarray], batch_size: int, epochs: int = 1, 
     shuffled (the pooled "bucket iterator" of torchtext; with batches trimmed to their
     longest example, less compute is spent on padding)."""
     n = len(data["y"])
+    if lengths is not None and bucket_pool > 0:
+        index, w = _batch_index(n, batch_size, epochs, max_batches, shuffle_rng, lengths, bucket_pool)
+    elif shuffle_rng is not None:
+        index, w = _batch_index(n, batch_size, epochs, max_batches, shuffle_rng)
+    else:  # the same batches for every device of n examples
+        index, w = _unshuffled_index(n, batch_size, epochs, max_batches)
+    return Batches(np.asarray(data["x"]), np.asarray(data["y"]), index, w)
+
+
+def _batch_index(n: int, batch_size: int, epochs: int, max_batches: int, shuffle_rng=None, lengths=None,
+                 bucket_pool: int = 0) -> tuple[np.ndarray, np.ndarray]:
     nb = -(-n // batch_size)
     idx = []
     for _ in range(epochs):
@@ -64,8 +76,16 @@ def make_batches(data: dict[str, np.ndarray], batch_size: int, epochs: int = 1, 
         idx.append(order[:max_batches] if max_batches else order)
     idx = np.concatenate(idx)
     valid = idx >= 0
-    return Batches(np.asarray(data["x"]), np.asarray(data["y"]), np.where(valid, idx, 0).astype(np.int32),
-                   valid.astype(np.float32))
+    return np.where(valid, idx, 0).astype(np.int32), valid.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1024)
+def _unshuffled_index(n: int, batch_size: int, epochs: int, max_batches: int) -> tuple[np.ndarray, np.ndarray]:
+    """`_batch_index` without shuffling, made once per size (read-only: devices share it)."""
+    index, w = _batch_index(n, batch_size, epochs, max_batches)
+    index.setflags(write=False)
+    w.setflags(write=False)
+    return index, w
 
 
 def hold_out_validation(data: dict[str, np.ndarray], fraction: float, rng: np.random.Generator
@@ -120,8 +140,11 @@ class DeviceTrainer:
         # concrete functions: traced once, called without tf.function's dispatch cost
         self._train_specs = (flat, bx, by, bi, bw, bounds, scalar, scalar, flat, flat)
         self._eval = tf.function(self._eval_impl).get_concrete_function(flat, bx, by, bi, bw, bounds)
-        # devices per call: bounded so the stacked deltas stay under ~64 MB
-        self.chunk = max(1, min(32, (64 << 20) // (4 * self.num_params)))
+        # devices per call: bounded so the stacked deltas stay under ~64 MB; with XLA, where a
+        # call's fixed cost is a larger share, up to 256
+        self._jit = client.jit_compile
+        self._staging = {} if self._jit else None
+        self.chunk = max(1, min(256 if self._jit else 32, (64 << 20) // (4 * self.num_params)))
 
     @property
     def _train(self):
@@ -129,7 +152,9 @@ class DeviceTrainer:
         if self._mask not in self._trains:
             import tensorflow as tf
 
-            self._trains[self._mask] = tf.function(self._train_impl).get_concrete_function(*self._train_specs)
+            self._trains[self._mask] = (
+                tf.function(self._train_impl, jit_compile=True)  # traced per (power-of-two) input shape
+                if self._jit else tf.function(self._train_impl).get_concrete_function(*self._train_specs))
         return self._trains[self._mask]
 
     def _trained(self, values) -> list:
@@ -162,8 +187,8 @@ class DeviceTrainer:
             loss += 0.5 * mu * tf.add_n([tf.reduce_sum(tf.square(v - a)) for v, a in zip(self.variables, anchor)])
         return loss, per_ex, correct
 
-    def _local_sgd_impl(self, x, y, index, ws, lr, mu, anchor, correction):
-        """Local training: SGD, or Adam (Kingma & Ba 2015) with fresh moments per device.
+    def _local_sgd_impl(self, x, y, index, ws, lo, hi, lr, mu, anchor, correction):
+        """Local training on batches lo..hi-1: SGD, or Adam (Kingma & Ba 2015) with fresh moments per device.
         ``anchor`` is the proximal term's centre; ``correction`` (SCAFFOLD's c - c_i,
         Karimireddy et al. 2020) is added to every gradient. Only trained variables move."""
         adam = self.client.optimizer == "adam"
@@ -173,7 +198,8 @@ class DeviceTrainer:
         s = [tf.zeros_like(v) for v in variables] if adam else []
         b1, b2 = 0.9, 0.999
         stats = tf.zeros([3])  # loss sum, correct sum, examples
-        for i in tf.range(tf.shape(index)[0]):
+        i = lo
+        while i < hi:  # (a counter, not tf.range(lo, hi): XLA needs no dynamic-size ops)
             w = ws[i]
             with tf.GradientTape() as tape:
                 loss, per_ex, correct = self._batch_loss(tf.gather(x, index[i]), tf.gather(y, index[i]), w,
@@ -185,7 +211,7 @@ class DeviceTrainer:
                 grads, _ = tf.clip_by_global_norm(grads, self.client.clip_norm)
             if adam:
                 grads = [tf.convert_to_tensor(g) for g in grads]  # embedding gradients are sparse
-                t = tf.cast(i + 1, tf.float32)
+                t = tf.cast(i - lo + 1, tf.float32)
                 m = [b1 * a + (1 - b1) * g for a, g in zip(m, grads)]
                 s = [b2 * a + (1 - b2) * tf.square(g) for a, g in zip(s, grads)]
                 scale = tf.sqrt(1 - b2 ** t) / (1 - b1 ** t)
@@ -193,15 +219,19 @@ class DeviceTrainer:
             for v, g in zip(variables, grads):
                 v.assign_sub(lr * g)
             stats += tf.stack([tf.reduce_sum(per_ex * w), tf.reduce_sum(correct * w), tf.reduce_sum(w)])
+            i += 1
         return stats
 
-    def _gradient_impl(self, x, y, index, ws, lr, mu, anchor, correction):
+    def _gradient_impl(self, x, y, index, ws, lo, hi, lr, mu, anchor, correction):
         """FedSGD (McMahan et al. 2017): one gradient over all local data; delta = -gradient."""
         variables = self._trained(self.variables)
         acc = [tf.zeros_like(v) for v in variables]
         stats = tf.zeros([3])
-        total = tf.reduce_sum(ws)
-        for i in tf.range(tf.shape(index)[0]):
+        rows = tf.range(tf.shape(ws)[0])
+        mine = tf.cast((rows >= lo) & (rows < hi), tf.float32)[:, None]
+        total = tf.reduce_sum(ws * mine)  # this device's examples (0/1 weights: the sum is exact)
+        i = lo
+        while i < hi:
             w = ws[i]
             with tf.GradientTape() as tape:
                 per_ex, correct = self._per_example(tf.gather(x, index[i]), tf.gather(y, index[i]), True)
@@ -209,6 +239,7 @@ class DeviceTrainer:
             grads = tape.gradient(loss, variables)
             acc = [a + g for a, g in zip(acc, grads)]
             stats += tf.stack([tf.reduce_sum(per_ex * w), tf.reduce_sum(correct * w), tf.reduce_sum(w)])
+            i += 1
         for v, a in zip(variables, acc):
             v.assign_sub(a)
         return stats
@@ -223,9 +254,9 @@ class DeviceTrainer:
         corr_parts = ([tf.reshape(p, s) for p, s in zip(tf.split(correction, self.sizes), self.shapes)]
                       if self._corrected else [])
         for d in tf.range(n):
-            lo, hi = bounds[d], bounds[d + 1]
             self._assign_impl(flat)
-            stats = stats.write(d, self._step(x, y, index[lo:hi], ws[lo:hi], lr, mu, anchor_parts, corr_parts))
+            stats = stats.write(d, self._step(x, y, index, ws, bounds[d], bounds[d + 1], lr, mu, anchor_parts,
+                                              corr_parts))
             deltas = deltas.write(d, self._get_impl() - flat)
         return deltas.stack(), stats.stack()
 
@@ -270,12 +301,13 @@ class DeviceTrainer:
         returns [D, P] float32 deltas and per-device metric sums.  ``mu``/``anchor``: the
         proximal term's weight and centre (default client.prox_mu and the start weights);
         ``correction``: SCAFFOLD's gradient correction (flat; algorithm scaffold only)."""
-        x, y, index, w, bounds = _concat(devices)
+        x, y, index, w, bounds = _concat(devices, self._staging)
         mu = self._mu if mu is None else tf.constant(mu, tf.float32)
         anchor = global_flat if anchor is None else anchor
         correction = global_flat if correction is None else correction  # unused unless scaffold
         deltas, stats = self._train(global_flat, x, y, index, w, bounds, self._lr, mu, anchor, correction)
-        return deltas.numpy(), [_stats(s) for s in stats.numpy()]
+        n = len(devices)  # (XLA: padded devices, with no batches, come last)
+        return deltas.numpy()[:n], [_stats(s) for s in stats.numpy()[:n]]
 
     def train(self, global_flat, b: Batches, **kw) -> tuple[np.ndarray, dict]:
         deltas, stats = self.train_many(global_flat, [b], **kw)
@@ -289,14 +321,52 @@ class DeviceTrainer:
         return self.evaluate_many(global_flat, [b])[0]
 
 
-def _concat(devices: list[Batches]):
-    """Several devices' batches as one set: examples concatenated, indices offset."""
-    bounds = np.zeros(len(devices) + 1, np.int32)
-    bounds[1:] = np.cumsum([len(b.w) for b in devices])
+def padded_size(n: int) -> int:
+    """The smallest m * 2^e >= n with m in 4..8 (n itself up to 8): sizes that waste at most
+    a quarter, four per octave, so XLA compiles few shapes."""
+    if n <= 8:
+        return max(int(n), 1)
+    step = 1 << (int(n).bit_length() - 3)
+    return -(-int(n) // step) * step
+
+
+def _aligned_zeros(shape: tuple, dtype) -> np.ndarray:
+    """Zeros whose data starts on a 64-byte boundary, as a TensorFlow tensor sharing its
+    memory requires."""
+    dtype = np.dtype(dtype)
+    raw = np.zeros(int(np.prod(shape)) * dtype.itemsize + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start:start + int(np.prod(shape)) * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def _concat(devices: list[Batches], staging: dict | None = None):
+    """Several devices' batches as one set: examples concatenated, indices offset.
+    ``staging`` (XLA): examples, batches and devices are each padded to `padded_size` (zero
+    examples, zero-weight batches, devices without batches) and assembled in reused buffers
+    kept in this dict (fresh large arrays cost page faults on every call)."""
+    n = len(devices)
+    bounds = np.zeros((padded_size(n) if staging is not None else n) + 1, np.int32)
+    bounds[1:n + 1] = np.cumsum([len(b.w) for b in devices])
+    bounds[n + 1:] = bounds[n]
     offsets = np.cumsum([0] + [len(b.y) for b in devices[:-1]]).astype(np.int32)
-    cat = lambda xs: tf.constant(np.concatenate(xs)) if len(xs) > 1 else tf.constant(xs[0])  # noqa: E731
-    return (cat([b.x for b in devices]), cat([b.y for b in devices]),
-            cat([b.index + o for b, o in zip(devices, offsets)]), cat([b.w for b in devices]), tf.constant(bounds))
+
+    def cat(role, xs):
+        if staging is None:
+            return tf.constant(np.concatenate(xs)) if len(xs) > 1 else tf.constant(xs[0])
+        rows, shape = sum(len(a) for a in xs), (padded_size(sum(len(a) for a in xs)), *xs[0].shape[1:])
+        buf = staging.get(role)
+        if buf is None or buf.dtype != xs[0].dtype or buf.shape[1:] != shape[1:] or len(buf) < shape[0]:
+            buf = staging[role] = _aligned_zeros((max(shape[0], 2 * len(buf) if buf is not None else 0),
+                                                  *shape[1:]), xs[0].dtype)
+        np.concatenate(xs, out=buf[:rows])
+        buf[rows:shape[0]] = 0
+        # zero-copy: the tensor shares the buffer, which is rewritten only by the next call,
+        # after this call's results were read
+        return tf.experimental.dlpack.from_dlpack(buf[:shape[0]].__dlpack__())
+
+    return (cat("x", [b.x for b in devices]), cat("y", [b.y for b in devices]),
+            cat("index", [b.index + o for b, o in zip(devices, offsets)]), cat("w", [b.w for b in devices]),
+            tf.constant(bounds))
 
 
 def _stats(s) -> dict:

@@ -8,6 +8,7 @@ and metrics (float64, in device-id order), plus one small record per device.
 from __future__ import annotations
 
 import os
+import pickle
 import time
 
 import numpy as np
@@ -131,7 +132,7 @@ class DeviceWorker:
         from fl.memory import rss_mb
 
         return {"sum": None if secure is not None else r["total"], "weight": r["weight"], "metrics": r["metrics"],
-                "records": records, "advertise": r["advertised"], "compute_s": time.perf_counter() - t0,
+                "records": pack_records(records), "advertise": r["advertised"], "compute_s": time.perf_counter() - t0,
                 "rss_mb": rss_mb(),
                 "cache_rebuilt": self.cache.rebuilt if self.cache else 0, "extras": r["extras"]}
 
@@ -240,7 +241,7 @@ class DeviceWorker:
                 rec["compute_s"] = time.perf_counter() - t_dev
                 t_dev = time.perf_counter()
                 records.append(rec)
-        return {"sum": None, "weight": 0.0, "metrics": {}, "records": records, "advertise": [],
+        return {"sum": None, "weight": 0.0, "metrics": {}, "records": pack_records(records), "advertise": [],
                 "compute_s": time.perf_counter() - t0, "cache_rebuilt": self.cache.rebuilt if self.cache else 0}
 
     def _run_chunk(self, global_w, chunk: list) -> None:
@@ -262,15 +263,22 @@ class DeviceWorker:
                 self._run_chunk(global_w, [item])
             return
         per_device_s = (time.perf_counter() - t) / len(chunk)
-        for (rec, i, _), (delta, stats) in zip(chunk, outputs):
+        if self._round["mode"] != "eval":  # one finiteness check for the chunk
+            finite = np.isfinite(deltas).all(axis=1).tolist()
+            outputs = [(row, stats, ok) for (row, stats), ok in zip(outputs, finite)]
+        else:
+            outputs = [(None, stats, True) for _, stats in outputs]
+        for (rec, i, _), (delta, stats, finite) in zip(chunk, outputs):
             rec["compute_s"] = per_device_s
             try:
-                self._finish_device(rec, i, delta, stats)
+                self._finish_device(rec, i, delta, stats, finite=finite)
             except Exception as e:
                 _fail(rec, e)
 
-    def _finish_device(self, rec: dict, i: int, delta, stats: dict, extras: dict | None = None) -> None:
-        """Check one device's update and add it to the partial sum (or to SecAgg)."""
+    def _finish_device(self, rec: dict, i: int, delta, stats: dict, extras: dict | None = None,
+                       finite: bool | None = None) -> None:
+        """Check one device's update and add it to the partial sum (or to SecAgg).
+        ``finite``: whether ``delta`` is known to be all finite (None: check it here)."""
         r, seed, dev = self._round, self.cfg.experiment.seed, rec["device_id"]
         rec.update(loss=_mean_loss(stats),
                    accuracy=stats["correct_sum"] / max(stats["examples"], 1))
@@ -280,11 +288,11 @@ class DeviceWorker:
         delta = delta.astype(np.float64)
         faults = self.cfg.faults  # (a draw in [0, 1) is never below a rate of 0: skip the hash)
         if faults.nan_rate > 0 and hash_uniform(seed, dev, r["round"] * 2) < faults.nan_rate:
-            delta[0] = np.nan
+            delta[0], finite = np.nan, None
         if faults.byzantine_rate > 0 and hash_uniform(seed, dev, r["round"] * 2 + 7_919) < faults.byzantine_rate:
             attack = rng_for(seed, "byzantine", r["round"], dev).normal(0.0, 1.0, delta.shape)
-            delta = attack * (100.0 * max(float(np.linalg.norm(delta)), 1.0) / np.linalg.norm(attack))
-        if not np.all(np.isfinite(delta)):
+            delta, finite = attack * (100.0 * max(float(np.linalg.norm(delta)), 1.0) / np.linalg.norm(attack)), None
+        if not (finite if finite is not None else np.all(np.isfinite(delta))):
             rec.update(status=REJECTED, error="non-finite update (NaN/Inf) rejected")
         else:
             contrib, w, info = self.aggregator.client(delta, stats["examples"], r["broadcast"])
@@ -348,6 +356,18 @@ class DeviceWorker:
         if stage == "unmask":
             self._secure = None  # the round is over: forget the secrets
         return out
+
+
+def pack_records(records: list[dict]) -> bytes:
+    """Per-device records as one pickle: Ray serializes a list of many small dicts several
+    times slower (500 records: ~6 ms against ~1 ms per result, `fedpop bench engine`)."""
+    return pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack_records(result: dict) -> dict:
+    if isinstance(result.get("records"), bytes):
+        result["records"] = pickle.loads(result["records"])
+    return result
 
 
 def _is_error_rate(metric: str) -> bool:

@@ -78,6 +78,23 @@ def test_resume_matches_uninterrupted(ray_local, cache_dir, tmp_path):
     np.testing.assert_array_equal(resumed["loss"].to_numpy(), full["loss"].to_numpy())
 
 
+def test_xla_rounds_resume_bit_identically_and_match_the_plain_path(ray_local, cache_dir, tmp_path):
+    """client.jit_compile: devices of different sizes per round; resume is bit-identical and
+    the weights equal the plain path's to float rounding."""
+    sets = dict(experiment={"rounds": 4}, population={"examples_min": 5, "examples_max": 60},
+                cohort={"goal": 12, "min_reports": 4, "over_selection": 1.0, "deadline_s": 1e6})
+    jit = tiny_config(cache_dir, client={"lr": 0.05, "batch_size": 5, "shuffle": True, "jit_compile": True}, **sets)
+    s_full, _, _ = _run(jit, tmp_path / "full")
+    half = tiny_config(cache_dir, client={"lr": 0.05, "batch_size": 5, "shuffle": True, "jit_compile": True},
+                       **{**sets, "experiment": {"rounds": 2}})
+    _run(half, tmp_path / "resumed")
+    s_res, _, _ = _run(jit, tmp_path / "resumed")
+    np.testing.assert_array_equal(s_full.weights, s_res.weights)
+    plain = tiny_config(cache_dir, client={"lr": 0.05, "batch_size": 5, "shuffle": True}, **sets)
+    s_plain, _, _ = _run(plain, tmp_path / "plain")
+    np.testing.assert_allclose(s_full.weights, s_plain.weights, rtol=1e-4, atol=1e-5)
+
+
 def test_faults_are_recorded_not_fatal(ray_local, cache_dir, tmp_path):
     cfg = tiny_config(cache_dir, experiment={"rounds": 3},
                       faults={"device_error_rate": 0.15, "nan_rate": 0.15, "kill_worker_round": 1},
