@@ -36,19 +36,31 @@ class Aggregator(NamedTuple):
     broadcast: Callable[[dict], dict] = _no_broadcast  # server state -> the client half's state
     accumulate: str = "sum"  # "sum" | "stack" | "secure"
     summation: object = None  # accumulate="secure": the fl.secure_sum.SecureSum that runs it
+    # (client, weight_of): this client is linear, client(delta, examples) == (delta * w, w, {})
+    # with w = weight_of(examples), so a worker may sum updates inside its training call; it
+    # holds only while `client` is that same function (a wrapper that replaces it turns it off)
+    linear: tuple | None = None
+
+
+def linear_weight(agg: Aggregator) -> Callable[[float], float] | None:
+    """``weight_of(examples)`` if the aggregator's client half is a plain weighted sum, else None."""
+    return agg.linear[1] if agg.linear is not None and agg.linear[0] is agg.client else None
 
 
 def mean(weighting: str = "examples") -> Aggregator:
     """Weighted mean; `examples` weighting is FedAvg's (McMahan et al. 2017)."""
 
+    def weight_of(examples):
+        return float(examples) if weighting == "examples" else 1.0
+
     def client(delta, examples, broadcast=None):
-        w = float(examples) if weighting == "examples" else 1.0
+        w = weight_of(examples)
         return delta * w, w, {}
 
     def finalize(state, summed, weight_sum, reports, round_seed, round_info=None):
         return summed / max(weight_sum, 1e-12), state, {}
 
-    return Aggregator(dict, client, finalize)
+    return Aggregator(dict, client, finalize, linear=(client, weight_of))
 
 
 def _scaled_to(delta: np.ndarray, max_norm: float) -> tuple[np.ndarray, float]:

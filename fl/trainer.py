@@ -148,14 +148,21 @@ class DeviceTrainer:
 
     @property
     def _train(self):
-        """The traced training function for the current trainable mask."""
-        if self._mask not in self._trains:
-            import tensorflow as tf
+        """The traced training function (per-device deltas) for the current trainable mask."""
+        return self._traced(self._train_impl, self._train_specs)
 
-            self._trains[self._mask] = (
-                tf.function(self._train_impl, jit_compile=True)  # traced per (power-of-two) input shape
-                if self._jit else tf.function(self._train_impl).get_concrete_function(*self._train_specs))
-        return self._trains[self._mask]
+    @property
+    def _train_sum(self):
+        """The traced training function that sums weighted deltas, for the current mask."""
+        wide = tf.TensorSpec([self.num_params], tf.float64)
+        return self._traced(self._train_sum_impl, self._train_specs + (wide, tf.TensorSpec([None], tf.float64)))
+
+    def _traced(self, impl, specs):
+        key = (self._mask, impl.__name__)
+        if key not in self._trains:
+            self._trains[key] = (tf.function(impl, jit_compile=True)  # traced per (padded) input shape
+                                 if self._jit else tf.function(impl).get_concrete_function(*specs))
+        return self._trains[key]
 
     def _trained(self, values) -> list:
         """The entries of a per-variable list that belong to trained variables."""
@@ -244,21 +251,47 @@ class DeviceTrainer:
             v.assign_sub(a)
         return stats
 
+    def _unflat(self, anchor, correction):
+        """The proximal centre and SCAFFOLD's correction per variable (only where used)."""
+        unflat = lambda f: [tf.reshape(p, s) for p, s in zip(tf.split(f, self.sizes), self.shapes)]  # noqa: E731
+        return unflat(anchor) if self._prox else [], unflat(correction) if self._corrected else []
+
+    def _device_delta(self, flat, x, y, index, ws, bounds, d, lr, mu, parts):
+        """Device d (batches bounds[d]:bounds[d+1]): set the start weights, train locally;
+        (delta, stats)."""
+        self._assign_impl(flat)
+        stats = self._step(x, y, index, ws, bounds[d], bounds[d + 1], lr, mu, *parts)
+        return self._get_impl() - flat, stats
+
     def _train_impl(self, flat, x, y, index, ws, bounds, lr, mu, anchor, correction):
-        """For device d (batches bounds[d]:bounds[d+1]): set the start weights, train
-        locally, emit its delta and stats. Returns ([D, P] deltas, [D, 3] stats)."""
+        """Each device's delta and stats: ([D, P] deltas, [D, 3] stats)."""
         n = tf.shape(bounds)[0] - 1
         deltas = tf.TensorArray(tf.float32, size=n)
         stats = tf.TensorArray(tf.float32, size=n)
-        anchor_parts = [tf.reshape(p, s) for p, s in zip(tf.split(anchor, self.sizes), self.shapes)] if self._prox else []
-        corr_parts = ([tf.reshape(p, s) for p, s in zip(tf.split(correction, self.sizes), self.shapes)]
-                      if self._corrected else [])
+        parts = self._unflat(anchor, correction)
         for d in tf.range(n):
-            self._assign_impl(flat)
-            stats = stats.write(d, self._step(x, y, index, ws, bounds[d], bounds[d + 1], lr, mu, anchor_parts,
-                                              corr_parts))
-            deltas = deltas.write(d, self._get_impl() - flat)
+            delta, s = self._device_delta(flat, x, y, index, ws, bounds, d, lr, mu, parts)
+            stats = stats.write(d, s)
+            deltas = deltas.write(d, delta)
         return deltas.stack(), stats.stack()
+
+    def _train_sum_impl(self, flat, x, y, index, ws, bounds, lr, mu, anchor, correction, total, weights):
+        """As `_train_impl`, but each device's delta, times ``weights[d]``, is added to the
+        float64 ``total`` in device order (the same operations as numpy's ``total += delta *
+        w``), and a delta that is not all finite is left out: the client half of a linear
+        aggregator (FedAvg's weighted sum) inside the call, with no [D, P] deltas out.
+        Returns (total, [D, 3] stats, [D] finite)."""
+        n = tf.shape(bounds)[0] - 1
+        stats = tf.TensorArray(tf.float32, size=n)
+        finite = tf.TensorArray(tf.bool, size=n)
+        parts = self._unflat(anchor, correction)
+        for d in tf.range(n):
+            delta, s = self._device_delta(flat, x, y, index, ws, bounds, d, lr, mu, parts)
+            ok = tf.reduce_all(tf.math.is_finite(delta))
+            total = tf.where(ok, total + tf.cast(delta, tf.float64) * weights[d], total)
+            stats = stats.write(d, s)
+            finite = finite.write(d, ok)
+        return total, stats.stack(), finite.stack()
 
     def _eval_impl(self, flat, x, y, index, ws, bounds):
         self._assign_impl(flat)
@@ -308,6 +341,19 @@ class DeviceTrainer:
         deltas, stats = self._train(global_flat, x, y, index, w, bounds, self._lr, mu, anchor, correction)
         n = len(devices)  # (XLA: padded devices, with no batches, come last)
         return deltas.numpy()[:n], [_stats(s) for s in stats.numpy()[:n]]
+
+    def train_sum(self, global_flat, devices: list[Batches], weights, total: np.ndarray
+                  ) -> tuple[np.ndarray, list[dict], list[bool]]:
+        """Train each device as `train_many` does and add ``weights[d]`` times its delta to
+        ``total`` (float64), in device order, leaving out non-finite deltas: returns the new
+        total, each device's metric sums and whether its delta was finite."""
+        x, y, index, w, bounds = _concat(devices, self._staging)
+        weights64 = np.zeros(len(bounds) - 1, np.float64)  # (padded devices: weight 0)
+        weights64[:len(devices)] = weights
+        out, stats, finite = self._train_sum(global_flat, x, y, index, w, bounds, self._lr, self._mu, global_flat,
+                                             global_flat, tf.constant(total, tf.float64), tf.constant(weights64))
+        n = len(devices)
+        return out.numpy(), [_stats(s) for s in stats.numpy()[:n]], finite.numpy()[:n].tolist()
 
     def train(self, global_flat, b: Batches, **kw) -> tuple[np.ndarray, dict]:
         deltas, stats = self.train_many(global_flat, [b], **kw)

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from fl.aggregators import linear_weight
 from fl.cohort import ACCEPTED, DROPPED, FAILED, REJECTED
 from fl.seeding import hash_uniform, rng_for
 
@@ -249,6 +250,8 @@ class DeviceWorker:
         the devices one by one so only the faulty device is marked failed."""
         t = time.perf_counter()
         batches = [b for _, _, b in chunk]
+        if self._fused_sum():
+            return self._run_chunk_summed(global_w, chunk, batches, t)
         try:
             if self._round["mode"] == "eval":
                 outputs = [(None, s) for s in self.trainer.evaluate_many(global_w, batches)]
@@ -274,6 +277,39 @@ class DeviceWorker:
                 self._finish_device(rec, i, delta, stats, finite=finite)
             except Exception as e:
                 _fail(rec, e)
+
+    def _fused_sum(self) -> bool:
+        """Whether this round's updates can be summed inside the training call: plain training
+        with a linear aggregator (`fl.aggregators.linear_weight`), no SecAgg, no robust
+        aggregator and no injected update faults."""
+        r, faults = self._round, self.cfg.faults
+        return (r["mode"] == "train" and r["secure"] is None and self.aggregator.accumulate == "sum"
+                and linear_weight(self.aggregator) is not None and faults.nan_rate == 0
+                and faults.byzantine_rate == 0)
+
+    def _run_chunk_summed(self, global_w, chunk: list, batches: list, t: float) -> None:
+        """`_run_chunk` for a linear aggregator: the call adds each device's weighted delta to
+        the round's float64 sum in device order (the same operations, so the same bits, as
+        `_finish_device` would do one device at a time), and returns only metrics."""
+        r, weight_of = self._round, linear_weight(self.aggregator)
+        weights = [weight_of(float(b.w.sum())) for b in batches]  # = the examples the device trains on
+        try:
+            r["total"], stats, finite = self.trainer.train_sum(global_w, batches, weights, r["total"])
+        except Exception as e:
+            if len(chunk) == 1:
+                _fail(chunk[0][0], e)
+                return
+            for item in chunk:
+                self._run_chunk_summed(global_w, [item], [item[2]], time.perf_counter())
+            return
+        per_device_s = (time.perf_counter() - t) / len(chunk)
+        for (rec, _, _), s, w, ok in zip(chunk, stats, weights, finite):
+            rec.update(compute_s=per_device_s, loss=_mean_loss(s), accuracy=s["correct_sum"] / max(s["examples"], 1))
+            if not ok:
+                rec.update(status=REJECTED, error="non-finite update (NaN/Inf) rejected")
+                continue
+            r["weight"] += w
+            _add(r["metrics"], {**s, "reports": 1.0})
 
     def _finish_device(self, rec: dict, i: int, delta, stats: dict, extras: dict | None = None,
                        finite: bool | None = None) -> None:

@@ -147,3 +147,46 @@ def test_adaptive_clip_state_reaches_workers_and_resumes_exactly(ray_local, cach
     assert full.agg_state["clip_norm"] == resumed.agg_state["clip_norm"]
     again = pd.read_parquet(tmp_path / "resumed" / "rounds.parquet")["clip_norm"].to_numpy()
     np.testing.assert_array_equal(again, clip)
+
+
+def test_only_a_plain_weighted_sum_is_linear():
+    """Workers sum updates inside the training call only for a client half that is exactly
+    delta * weight: any wrapper that replaces the client turns that off."""
+    assert A.linear_weight(A.mean())(7.0) == 7.0 and A.linear_weight(A.mean("uniform"))(7.0) == 1.0
+    for agg in (A.clipped(1.0, A.mean()), A.zeroing(1.0, A.mean()), A.adaptive_clipped(A.mean()),
+                A.gaussian_dp(1.0, 1.0, 10, 1e-6, 1000), A.trimmed_mean(0.1), A.median()):
+        assert A.linear_weight(agg) is None
+    assert A.linear_weight(A.mean()._replace(finalize=lambda *a: a)) is not None  # a server-only change keeps it
+
+
+@pytest.mark.parametrize("client", [{}, {"jit_compile": True}])
+def test_summing_inside_the_training_call_gives_the_same_bits(cache_dir, client, monkeypatch):
+    """The fused sum (`DeviceWorker._run_chunk_summed`) against one device at a time
+    (`_finish_device`), in one worker process: the same partial sum, bit for bit, and the
+    same records; a device whose update is not finite is rejected by both."""
+    import tensorflow as tf
+
+    from fl.worker import DeviceWorker, unpack_records
+
+    for name in ("set_intra_op_parallelism_threads", "set_inter_op_parallelism_threads"):
+        monkeypatch.setattr(tf.config.threading, name, lambda n: None)  # (TF is already running here)
+
+    cfg = tiny_config(cache_dir, population={"examples_min": 5, "examples_max": 60},
+                      client={"lr": 0.05, "batch_size": 5, "shuffle": True, **client})
+    worker = DeviceWorker(cfg.to_dict())
+    weights = worker.initial_weights()
+    ids, n = np.arange(40) * 3, 5 + (np.arange(40) * 7) % 50
+    fused = unpack_records(worker.run(0, weights, ids, n))
+    linear = worker.aggregator
+    worker.aggregator = linear._replace(linear=None)
+    plain = unpack_records(worker.run(0, weights, ids, n))
+    np.testing.assert_array_equal(fused["sum"], plain["sum"])
+    assert fused["weight"] == plain["weight"] and fused["metrics"] == plain["metrics"]
+    strip = lambda recs: [{k: v for k, v in r.items() if k != "compute_s"} for r in recs]  # noqa: E731
+    assert strip(fused["records"]) == strip(plain["records"])
+    bad = weights.copy()
+    bad[0] = np.inf  # every delta is then non-finite
+    for agg in (linear, linear._replace(linear=None)):
+        worker.aggregator = agg
+        out = unpack_records(worker.run(1, bad, ids[:3], n[:3]))
+        assert [r["status"] for r in out["records"]] == ["rejected"] * 3 and out["weight"] == 0.0
