@@ -41,6 +41,7 @@ class DeviceWorker:
             self.task.device_data = data.device_data
         tf.keras.utils.set_random_seed(seed)  # a user model without seeded initializers is still reproducible
         self.trainer = DeviceTrainer(self.task, self.cfg.client)
+        self._initial = self.trainer.get_weights()  # (training moves the model's variables)
         self.aggregator = aggregator_from_config(self.cfg.aggregator, self.cfg.cohort.goal,
                                                  self.cfg.population.size)
         self.data = data
@@ -58,7 +59,8 @@ class DeviceWorker:
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
 
     def initial_weights(self) -> np.ndarray:
-        return self.trainer.get_weights()
+        """The task model's weights as built: the same whatever this worker trained since."""
+        return self._initial.copy()
 
     def _data(self, device_id: int, n: int, split: str):
         if self.data is not None:

@@ -95,6 +95,15 @@ def test_xla_rounds_resume_bit_identically_and_match_the_plain_path(ray_local, c
     np.testing.assert_allclose(s_full.weights, s_plain.weights, rtol=1e-4, atol=1e-5)
 
 
+def test_initialize_gives_the_same_start_after_training(ray_local, cache_dir, tmp_path):
+    """A worker's model variables hold the last device it trained; `initialize()` must not
+    start from them (it did: a second `initialize()` on a used process began elsewhere)."""
+    with engine(tiny_config(cache_dir)) as process:
+        first = process.initialize()
+        process.next(first)
+        np.testing.assert_array_equal(process.initialize().weights, first.weights)
+
+
 def test_faults_are_recorded_not_fatal(ray_local, cache_dir, tmp_path):
     cfg = tiny_config(cache_dir, experiment={"rounds": 3},
                       faults={"device_error_rate": 0.15, "nan_rate": 0.15, "kill_worker_round": 1},
