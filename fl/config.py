@@ -80,9 +80,9 @@ class ClientSection:
     # each shuffled epoch is sorted by length within pools of this many batches (0 = off)
     bucket_pool: int = bounded(0, 0)
     # compile the device-training function with XLA (fused kernels, cheap loops): for small
-    # models, where per-op dispatch is most of a device's cost. Inputs are padded to power-of-two
-    # sizes, so a handful of shapes are compiled per worker; results equal the plain path's
-    # to float rounding, not bit for bit
+    # models, where per-op dispatch is most of a device's cost. Inputs are padded to a few sizes
+    # (fl.trainer.padded_size), so a handful of shapes are compiled per worker; results equal
+    # the plain path's to float rounding, not bit for bit
     jit_compile: bool = False
 
 

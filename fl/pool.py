@@ -1,9 +1,9 @@
 """A pool of long-lived Ray actors (`DeviceWorker`) that the coordinator fans rounds out to.
 
 Weights go out once per round (`ray.put`, or inside the call when small); devices are
-split into contiguous id ranges, one per worker; a worker that dies mid-round is replaced and its devices are
-re-run on the replacement (`workers.retry_crashed` times), else reported as dropouts, so
-the round still completes.
+split into contiguous id ranges, one per worker; a worker that dies mid-round is replaced
+and its devices are re-run on the replacement (`workers.retry_crashed` times), else
+reported as dropouts, so the round still completes.
 """
 from __future__ import annotations
 

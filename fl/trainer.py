@@ -399,7 +399,8 @@ def _concat(devices: list[Batches], staging: dict | None = None):
     def cat(role, xs):
         if staging is None:
             return tf.constant(np.concatenate(xs)) if len(xs) > 1 else tf.constant(xs[0])
-        rows, shape = sum(len(a) for a in xs), (padded_size(sum(len(a) for a in xs)), *xs[0].shape[1:])
+        rows = sum(len(a) for a in xs)
+        shape = (padded_size(rows), *xs[0].shape[1:])
         buf = staging.get(role)
         if buf is None or buf.dtype != xs[0].dtype or buf.shape[1:] != shape[1:] or len(buf) < shape[0]:
             buf = staging[role] = _aligned_zeros((max(shape[0], 2 * len(buf) if buf is not None else 0),

@@ -174,12 +174,18 @@ def test_summing_inside_the_training_call_gives_the_same_bits(cache_dir, client,
     cfg = tiny_config(cache_dir, population={"examples_min": 5, "examples_max": 60},
                       client={"lr": 0.05, "batch_size": 5, "shuffle": True, **client})
     worker = DeviceWorker(cfg.to_dict())
+    calls = []
+    summing = worker.trainer.train_sum
+    monkeypatch.setattr(worker.trainer, "train_sum", lambda *a: calls.append(1) or summing(*a))
     weights = worker.initial_weights()
     ids, n = np.arange(40) * 3, 5 + (np.arange(40) * 7) % 50
     fused = unpack_records(worker.run(0, weights, ids, n))
+    assert calls, "the linear mean did not sum inside the call"
     linear = worker.aggregator
     worker.aggregator = linear._replace(linear=None)
+    calls.clear()
     plain = unpack_records(worker.run(0, weights, ids, n))
+    assert not calls
     np.testing.assert_array_equal(fused["sum"], plain["sum"])
     assert fused["weight"] == plain["weight"] and fused["metrics"] == plain["metrics"]
     strip = lambda recs: [{k: v for k, v in r.items() if k != "compute_s"} for r in recs]  # noqa: E731

@@ -182,6 +182,8 @@ def test_xla_training_matches_the_plain_path(client):
             for a, b in zip(s_jit, s_plain):
                 assert a["examples"] == b["examples"]
                 assert a["loss_sum"] == pytest.approx(b["loss_sum"], rel=1e-5)
+    assert set(jit._staging) == {"x", "y", "index", "w"} and plain._staging is None  # the padded XLA path ran
+    assert all(getattr(fn, "_jit_compile", False) for fn in jit._trains.values())
     d1, _ = jit.train_many(w0, devices)
     d2, _ = jit.train_many(w0, devices)
     np.testing.assert_array_equal(d1, d2)  # deterministic, and the reused input buffers do not leak
