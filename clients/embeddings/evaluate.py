@@ -4,8 +4,9 @@ As in the NOSS code (Shor et al. 2020, "Towards Learning a Universal Non-Semanti
 Representation of Speech"; ``eval_embedding/sklearn``): a clip's embedding is the mean of its
 0.96 s window embeddings; a scikit-learn logistic regression (lbfgs, multinomial; features
 standardized here so lbfgs converges at NOSS's C = 1e5) is trained on the task's training
-clips and scored on its test clips, with and without per-speaker normalization (each
-speaker's features minus that speaker's mean, divided by its std, a std of 0 read as 1).
+clips and scored on its test clips, with and without L2 normalization of each clip's
+embedding and with and without per-speaker normalization (each speaker's features minus that
+speaker's mean, divided by its std, a std of 0 read as 1); NOSS reports the best of these.
 The baseline is the time-averaged log-mel frames themselves (`log_mel_features`).
 
 Intra-speaker tasks (NOSS's personalization tasks, commands and style) fit one classifier per
@@ -32,6 +33,13 @@ def speaker_normalize(features: np.ndarray, speakers: np.ndarray) -> np.ndarray:
         mean, std = x[rows].mean(0), x[rows].std(0)
         out[rows] = (x[rows] - mean) / np.where(std == 0, 1.0, std)
     return out.astype(np.float32)
+
+
+def l2_normalize(features: np.ndarray) -> np.ndarray:
+    """Each row divided by its Euclidean norm (a zero row stays zero)."""
+    x = np.asarray(features, np.float64)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.where(n == 0, 1.0, n)).astype(np.float32)
 
 
 def mean_by_clip(values: np.ndarray, clip_index: np.ndarray, n_clips: int) -> np.ndarray:
@@ -91,9 +99,12 @@ def fit_score(x_train, y_train, x_test, y_test, C: float = 1e5) -> float:
         return float(classifier(C).fit(x_train, y_train).score(x_test, y_test))
 
 
-def task_accuracy(features: np.ndarray, data: dict, speaker_norm: bool, C: float = 1e5) -> float:
-    """Accuracy on the task's ``test`` split (train on the rest)."""
-    x = speaker_normalize(features, data["speaker"]) if speaker_norm else features
+def task_accuracy(features: np.ndarray, data: dict, speaker_norm: bool, C: float = 1e5,
+                  l2_norm: bool = False) -> float:
+    """Accuracy on the task's ``test`` split (train on the rest); ``l2_norm`` scales each clip's
+    features to unit length first, ``speaker_norm`` then standardizes them per speaker."""
+    x = l2_normalize(features) if l2_norm else features
+    x = speaker_normalize(x, data["speaker"]) if speaker_norm else x
     test = data["test"]
     return fit_score(x[~test], data["label"][~test], x[test], data["label"][test], C)
 
@@ -114,7 +125,7 @@ def evaluate(featurizers: dict[str, Embedder | None], corpus: NossCorpus, tasks=
     """(tasks table, speakers table) as pandas DataFrames.
 
     ``featurizers`` maps a model name to an Embedder, or None for the log-mel baseline.
-    tasks table: model, task, speaker_norm, accuracy (best of the two is the NOSS number);
+    tasks table: model, task, speaker_norm, l2_norm, accuracy (the best of the four is the NOSS number);
     speakers table: model, task, speaker, accuracy for the intra-speaker tasks."""
     import pandas as pd
 
@@ -124,8 +135,9 @@ def evaluate(featurizers: dict[str, Embedder | None], corpus: NossCorpus, tasks=
             data = corpus.get(task)
             feats = log_mel_features(corpus, task) if embed is None else embedding_features(embed, corpus, task)
             for norm in (False, True):
-                rows.append({"model": name, "task": task, "speaker_norm": norm,
-                             "accuracy": task_accuracy(feats, data, norm, C)})
+                for l2 in (False, True):
+                    rows.append({"model": name, "task": task, "speaker_norm": norm, "l2_norm": l2,
+                                 "accuracy": task_accuracy(feats, data, norm, C, l2)})
             if task in INTRA_SPEAKER_TASKS:
                 for s, acc in intra_speaker_accuracies(feats, data, C=C).items():
                     speakers.append({"model": name, "task": task, "speaker": s, "accuracy": acc})

@@ -24,6 +24,12 @@ from fl.config import ConfigError
 from . import frontend as FE
 
 ARCHITECTURES = ("small", "large")
+# Keras's MobileNetV3 keeps batch-norm moving statistics with momentum 0.999, made for long
+# ImageNet training: after the few hundred distillation steps here they would still be mostly
+# their initial values, and the student at inference (training=False, and as TFLite, where the
+# statistics are folded in) would differ from the one trained -- a QAT student's output was
+# constant across inputs. 0.99 lets them settle within ~500 steps.
+BN_MOMENTUM = 0.99
 
 
 class FrillConfigError(ConfigError):
@@ -67,6 +73,9 @@ def build_student(config: StudentConfig = StudentConfig(), window_frames: int = 
     x = L.Reshape((window_frames, n_mels, 1), name="add_channel")(inputs)
     make = tf.keras.applications.MobileNetV3Small if c.architecture == "small" else tf.keras.applications.MobileNetV3Large
     base = make(input_tensor=x, alpha=c.alpha, include_top=False, weights=None, include_preprocessing=False)
+    for layer in base.layers:  # (read at call time, and copied when QAT clones the layers)
+        if isinstance(layer, L.BatchNormalization):
+            layer.momentum = BN_MOMENTUM
     x = base.output  # the backbone's layers join this model (no nested model, so QAT can clone it)
     x = L.GlobalAveragePooling2D(name="pool")(x) if c.average_pool else L.Flatten(name="flatten")(x)
     if c.bottleneck_dim:

@@ -49,9 +49,26 @@ def test_table_on_the_tiny_corpus(tiny_noss, tmp_path):
     feats = {"log-mel": None, "trill-init": E.keras_embedder(model),
              "trill-init-layer19": E.keras_embedder(embedding_and_layer19(model))}
     tasks, speakers = E.evaluate(feats, corpus, tasks=("mask", "commands"))
-    assert len(tasks) == 3 * 2 * 2 and tasks["accuracy"].between(0, 1).all()
+    assert len(tasks) == 3 * 2 * 4 and tasks["accuracy"].between(0, 1).all()
+    assert set(map(tuple, tasks[["speaker_norm", "l2_norm"]].drop_duplicates().to_numpy().tolist())) == {
+        (False, False), (False, True), (True, False), (True, True)}
     assert set(speakers["task"]) == {"commands"} and len(speakers) == 3 * tiny_noss.command_speakers
     d = corpus.get("mask")
     assert E.log_mel_features(corpus, "mask").shape == (len(d["label"]), 64)
     assert E.embedding_features(E.keras_embedder(model), corpus, "mask").shape == (len(d["label"]), 64)
     assert E.embedding_features(E.keras_embedder(embedding_and_layer19(model)), corpus, "mask").shape[1] == 12 * 8 * 16
+
+
+def test_l2_normalization_hand_computed_and_helps_when_loudness_scales_features():
+    np.testing.assert_allclose(E.l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]])), [[0.6, 0.8], [0.0, 0.0]])
+    # the label is a direction (diagonal vs. either axis), each clip scaled by its own level:
+    # no line separates the rays, but on the unit circle x1 + x2 does
+    rng = np.random.default_rng(0)
+    n = 400
+    label = rng.integers(0, 2, n)
+    axis = np.eye(2)[rng.integers(0, 2, n)]
+    direction = np.where(label[:, None] == 1, np.full((n, 2), 2 ** -0.5), axis) + rng.normal(0, 0.02, (n, 2))
+    x = (np.abs(direction) * np.exp(rng.normal(0, 1.5, (n, 1)))).astype(np.float32)
+    data = {"label": label, "speaker": np.zeros(n, np.int32), "test": np.arange(n) % 4 == 0}
+    assert E.task_accuracy(x, data, speaker_norm=False, l2_norm=True) > 0.95
+    assert E.task_accuracy(x, data, speaker_norm=False, l2_norm=False) < 0.85

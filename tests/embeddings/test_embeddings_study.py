@@ -124,6 +124,23 @@ def test_summary_and_targets_from_a_hand_made_table():
     assert t["trill_over_log_mel_points"]["value"] == pytest.approx(2.5) and not t["trill_over_log_mel_points"]["met"]
 
 
+def test_the_targets_use_the_better_trill_representation():
+    models = _models((0.60, 0.60), (0.50, 0.50), (0.55, 0.55), [("s", 5.0, 300_000, (0.6, 0.6))])
+    layer19 = models[models["model"].str.startswith("trill")].copy()
+    layer19["model"] += "_layer19"
+    layer19[["acc_" + t for t in TASKS]] = [[0.70, 0.70], [0.45, 0.45]]  # central better, federated worse
+    layer19["mean_accuracy"] = study.mean_accuracy(layer19, TASKS)
+    both = pd.concat([models, layer19], ignore_index=True)
+    speakers = pd.DataFrame(columns=["model", "task", "speaker", "accuracy"])
+    s = study.summarize(both, speakers, TASKS, 0.0, 1.0)
+    assert s["trill_rows"] == {"central": "trill_central_layer19", "federated": "trill_federated"}
+    t = s["targets"]
+    assert t["trill_over_log_mel_points"]["value"] == pytest.approx(15.0)
+    assert t["federated_gap_points"]["value"] == pytest.approx(20.0)
+    assert t["frill_accuracy_drop_points"]["value"] == pytest.approx(10.0)
+    assert study.summarize(models, speakers, TASKS, 0.0, 1.0)["trill_rows"]["central"] == "trill_central"
+
+
 @pytest.mark.slow
 def test_tiny_study_end_to_end(tmp_path):
     cfg = study.load(tiny_raw(tmp_path), [])
@@ -136,7 +153,8 @@ def test_tiny_study_end_to_end(tmp_path):
     assert list((out / "tensorboard").iterdir())
     assert (out / "federated" / "checkpoint.npz").exists() and list((out / "federated" / "tensorboard").iterdir())
     models = pd.read_parquet(out / "models.parquet")
-    assert list(models["model"][:3]) == ["log_mel", "trill_central", "trill_federated"]
+    assert list(models["model"][:5]) == ["log_mel", "trill_central", "trill_central_layer19", "trill_federated",
+                                         "trill_federated_layer19"]
     assert (models["kind"] == "frill").sum() == 1
     m = models.set_index("model")
     on_device = models[models["kind"] != "baseline"]
@@ -147,7 +165,11 @@ def test_tiny_study_end_to_end(tmp_path):
     np.testing.assert_allclose(models["mean_accuracy"], acc.mean(1))
     saved = json.loads((out / "summary.json").read_text())
     assert saved["chosen_frill"] == summary["chosen_frill"] and saved["chosen_frill"] in m.index
-    f, t = m.loc[saved["chosen_frill"]], m.loc["trill_central"]
+    rows = saved["trill_rows"]  # each TRILL's better representation (embedding or layer19)
+    assert rows["central"] in ("trill_central", "trill_central_layer19")
+    assert m.loc[rows["central"], "mean_accuracy"] == max(m.loc["trill_central", "mean_accuracy"],
+                                                          m.loc["trill_central_layer19", "mean_accuracy"])
+    f, t = m.loc[saved["chosen_frill"]], m.loc[rows["central"]]
     tg = saved["targets"]
     assert tg["frill_tflite_size_ratio"]["value"] == pytest.approx(f["tflite_float_bytes"] / t["tflite_float_bytes"])
     assert tg["frill_speedup"]["value"] == pytest.approx(t["latency_ms"] / f["latency_ms"])
@@ -155,7 +177,7 @@ def test_tiny_study_end_to_end(tmp_path):
     assert tg["trill_over_log_mel_points"]["value"] == pytest.approx(
         100 * (t["mean_accuracy"] - m.loc["log_mel", "mean_accuracy"]))
     assert tg["federated_gap_points"]["value"] == pytest.approx(
-        100 * (t["mean_accuracy"] - m.loc["trill_federated", "mean_accuracy"]))
+        100 * (t["mean_accuracy"] - m.loc[rows["federated"], "mean_accuracy"]))
     for k, v in tg.items():
         assert isinstance(v["met"], bool), k
     assert saved["table"]["FRILL"]["latency_ms"] == pytest.approx(f["latency_ms"])
