@@ -36,6 +36,7 @@ from fl.config import ConfigError, bounded
 
 TASK = "trill"
 LOGMEL, TRILL_CENTRAL, TRILL_FEDERATED = "log_mel", "trill_central", "trill_federated"
+TRILL_INIT = "trill_untrained"
 LAYER19 = "_layer19"  # suffix of the rows that read TRILL's intermediate layer
 
 
@@ -64,6 +65,7 @@ class StudySection:
     central_lr: float = bounded(0.001, 0.0)
     central_triplets: int = bounded(2048, 2)     # pooled triplets (also the distillation windows)
     teacher: str = "central"                     # which TRILL the students distil: central or federated
+    distill_target: str = "embedding"            # which of its outputs: embedding, or layer19 (through a head)
     tasks: tuple[str, ...] = ("speaker_id", "language_id", "commands", "style", "mask", "severity")
     classifier_c: float = bounded(1e5, 0.0)
 
@@ -128,6 +130,9 @@ def check(cfg: StudyConfig) -> None:
     bad = [t for t in cfg.study.tasks if t not in TASKS]
     if bad or not cfg.study.tasks:
         raise ConfigError(f"bad value for 'study.tasks': {list(cfg.study.tasks)} (allowed: some of {', '.join(TASKS)})")
+    if cfg.study.distill_target not in ("layer19", "embedding"):
+        raise ConfigError(f"bad value for 'study.distill_target': {cfg.study.distill_target!r} "
+                          f"(allowed: layer19, embedding)")
     if cfg.study.teacher not in ("central", "federated"):
         raise ConfigError(f"bad value for 'study.teacher': {cfg.study.teacher!r} (allowed: central, federated)")
     if not students(cfg):
@@ -214,8 +219,13 @@ def best_representation(models: pd.DataFrame, name: str) -> str:
 
 def choose_frill(models: pd.DataFrame, threshold_ms: float) -> tuple[str, bool]:
     """The student with the best mean accuracy at latency <= threshold_ms; if none is that fast,
-    the fastest student. (name, whether it meets the threshold)."""
+    the fastest student. (name, whether it meets the threshold). Only students whose float and
+    int8 TFLite models both run are candidates (a QAT student whose int8 model the interpreter
+    refuses, ``int8_error``, cannot ship), unless no student runs both."""
     s = models[models["kind"] == "frill"]
+    if "int8_error" in s.columns:
+        runs = s["int8_error"].fillna("").astype(str) == ""
+        s = s[runs] if runs.any() else s
     under = s[s["latency_ms"] <= threshold_ms]
     if len(under):
         return str(under.sort_values(["mean_accuracy", "latency_ms"], ascending=[False, True]).iloc[0]["model"]), True
@@ -349,7 +359,10 @@ def run(cfg: StudyConfig, out_dir: Path, progress: bool = True) -> dict:
     teacher = central if s.teacher == "central" else fed_model
     windows = pooled["x"].reshape(-1, *pooled["x"].shape[2:])
     representative = windows[np.random.default_rng(seed).choice(len(windows), min(64, len(windows)), replace=False)]
-    targets = teacher.predict(windows, batch_size=256, verbose=0)
+    if s.distill_target == "layer19":  # the output NOSS evaluates, as FRILL's students regress it
+        targets = embedding_and_layer19(teacher, task.model_config).predict(windows, batch_size=256, verbose=0)[1]
+    else:
+        targets = teacher.predict(windows, batch_size=256, verbose=0)
     rows, featurizers = [], {LOGMEL: None}
     for name, model in ((TRILL_CENTRAL, central), (TRILL_FEDERATED, fed_model)):
         measured = on_device(model, representative, f.latency_invocations)
@@ -358,6 +371,10 @@ def run(cfg: StudyConfig, out_dir: Path, progress: bool = True) -> dict:
         # NOSS evaluates TRILL's intermediate "layer19": the same network, read one stage earlier
         rows.append({"model": name + LAYER19, "kind": "trill", "representation": "layer19", **measured})
         featurizers[name + LAYER19] = keras_embedder(embedding_and_layer19(model, task.model_config))
+    # control: the same network untrained (both TRILLs' starting point), read at layer19; what
+    # self-supervision adds is the gap to it (not a target)
+    rows.append({"model": TRILL_INIT + LAYER19, "kind": "control", "representation": "layer19", **measured})
+    featurizers[TRILL_INIT + LAYER19] = keras_embedder(embedding_and_layer19(task.build_model(), task.model_config))
     bar = tqdm(grid, desc="FRILL students", unit="student", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     t_grid, skipped = time.perf_counter(), 0
     for i, sc in enumerate(bar):

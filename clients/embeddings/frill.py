@@ -103,17 +103,24 @@ def distillation_loss(teacher, student):
 
 def distill(student, windows: np.ndarray, targets: np.ndarray, steps: int, batch: int = 32, lr: float = 1e-3,
             seed: int = 0) -> list[float]:
-    """Adam steps of the MSE between ``student(windows)`` and the teacher's ``targets``; the losses."""
+    """Adam steps of the MSE between ``student(windows)`` and the teacher's ``targets``; the losses.
+    Targets wider than the student's output (e.g. TRILL's layer19) are regressed through a Dense
+    head on the student's output that is used only here, as FRILL's code does: the student
+    itself, its output the embedding, is what is measured and evaluated."""
     import tensorflow as tf
 
     opt = tf.keras.optimizers.Adam(lr)
     rng = np.random.default_rng(seed)
+    trained = student
+    if targets.shape[-1] != student.output_shape[-1]:
+        head = tf.keras.layers.Dense(targets.shape[-1], name="to_target")
+        trained = tf.keras.Model(student.inputs, head(student.outputs[0]), name=f"{student.name}_to_target")
 
     @tf.function(reduce_retracing=True)
     def step(x, t):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(distillation_loss(t, student(x, training=True)))
-        opt.apply_gradients(zip(tape.gradient(loss, student.trainable_variables), student.trainable_variables))
+            loss = tf.reduce_mean(distillation_loss(t, trained(x, training=True)))
+        opt.apply_gradients(zip(tape.gradient(loss, trained.trainable_variables), trained.trainable_variables))
         return loss
 
     losses = []

@@ -31,6 +31,19 @@ def test_student_distills_a_teacher():
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3])
 
 
+def test_wider_targets_are_regressed_through_a_head_the_student_does_not_keep():
+    tf.keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    windows = rng.normal(-5, 2, size=(64, 96, 64)).astype(np.float32)
+    targets = windows.mean(axis=(1, 2))[:, None] * np.linspace(-1, 1, 32)[None, :]  # 32-d, e.g. layer19
+    student = F.build_student(F.StudentConfig("small", 0.25, True, 0, False, 8))
+    before = [w.copy() for w in student.get_weights()]
+    losses = F.distill(student, windows, targets, steps=25, batch=16, lr=1e-2)
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3])
+    assert student.output_shape == (None, 8) and len(student.get_weights()) == len(before)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, student.get_weights()))  # the student trained
+
+
 def _dense_model(width=256):
     tf.keras.utils.set_random_seed(0)
     return tf.keras.Sequential([tf.keras.Input((96, 64)), tf.keras.layers.Flatten(),

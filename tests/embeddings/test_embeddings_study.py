@@ -45,6 +45,7 @@ def tiny_raw(tmp_path) -> dict:
     ("task.window_s=0.5", ConfigError, "task.window_s"),
     ("study.tasks=[speaker_id,accent]", ConfigError, "study.tasks"),
     ("frill.alphas=[]", ConfigError, "student grid is empty"),
+    ("study.distill_target=logits", ConfigError, "study.distill_target"),
 ])
 def test_bad_config_fails_before_work(tmp_path, monkeypatch, override, error, key):
     from experiments.cli import main
@@ -124,6 +125,16 @@ def test_summary_and_targets_from_a_hand_made_table():
     assert t["trill_over_log_mel_points"]["value"] == pytest.approx(2.5) and not t["trill_over_log_mel_points"]["met"]
 
 
+def test_a_student_whose_int8_model_does_not_run_is_not_chosen():
+    models = _models((0.80, 0.60), (0.78, 0.58), (0.50, 0.40), [
+        ("qat_fastest", 1.0, 300_000, (0.79, 0.60)), ("plain", 5.0, 300_000, (0.70, 0.60))])
+    models["int8_error"] = ["", "", "", "TFLite refused it", ""]
+    assert study.choose_frill(models, 10.0) == ("plain", True)
+    assert study.choose_frill(models, 0.5) == ("plain", False)  # the fallback (fastest) skips it too
+    models["int8_error"] = ["", "", "", "refused", "refused"]
+    assert study.choose_frill(models, 10.0) == ("qat_fastest", True)  # none runs: all stay candidates
+
+
 def test_the_targets_use_the_better_trill_representation():
     models = _models((0.60, 0.60), (0.50, 0.50), (0.55, 0.55), [("s", 5.0, 300_000, (0.6, 0.6))])
     layer19 = models[models["model"].str.startswith("trill")].copy()
@@ -153,8 +164,8 @@ def test_tiny_study_end_to_end(tmp_path):
     assert list((out / "tensorboard").iterdir())
     assert (out / "federated" / "checkpoint.npz").exists() and list((out / "federated" / "tensorboard").iterdir())
     models = pd.read_parquet(out / "models.parquet")
-    assert list(models["model"][:5]) == ["log_mel", "trill_central", "trill_central_layer19", "trill_federated",
-                                         "trill_federated_layer19"]
+    assert list(models["model"][:6]) == ["log_mel", "trill_central", "trill_central_layer19", "trill_federated",
+                                         "trill_federated_layer19", "trill_untrained_layer19"]
     assert (models["kind"] == "frill").sum() == 1
     m = models.set_index("model")
     on_device = models[models["kind"] != "baseline"]
