@@ -177,6 +177,17 @@ def train_federated(cfg: StudyConfig, out_dir: Path, progress: bool):
 
 
 # -- measurement -----------------------------------------------------------------------------
+COLLAPSE_SPREAD = 1e-3  # a healthy d-dim unit embedding has a per-dimension std near 1/sqrt(d)
+
+
+def embedding_spread(model, windows: np.ndarray, n: int = 512) -> float:
+    """Mean over dimensions of the std across windows of the L2-normalized embedding: about
+    1/sqrt(d) when windows map to different directions, 0 when a triplet network has collapsed
+    (every window the same embedding, the loss stuck at its margin)."""
+    e = np.asarray(model.predict(windows[:n], batch_size=256, verbose=0), np.float64)
+    e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    return float(e.std(0).mean())
+
 def on_device(model, representative: np.ndarray, invocations: int) -> dict:
     """Params, TFLite float/int8 bytes and one-thread float latency per window (median ms)."""
     from clients.embeddings.frill import tflite_latency_ms, tflite_model
@@ -358,6 +369,13 @@ def run(cfg: StudyConfig, out_dir: Path, progress: bool = True) -> dict:
     central_s = time.perf_counter() - t_central
     teacher = central if s.teacher == "central" else fed_model
     windows = pooled["x"].reshape(-1, *pooled["x"].shape[2:])
+    spread = {TRILL_CENTRAL: embedding_spread(central, windows), TRILL_FEDERATED: embedding_spread(fed_model, windows)}
+    collapsed = sorted(k for k, v in spread.items() if v < COLLAPSE_SPREAD)
+    if collapsed:
+        print(f"[trill-frill] WARNING: {', '.join(collapsed)} collapsed: its embeddings are (nearly) the same for "
+              f"every window (spread {', '.join(f'{spread[k]:.2g}' for k in collapsed)} < {COLLAPSE_SPREAD}); "
+              f"the triplet loss sits at its margin. Its accuracies are those of a broken model.",
+              file=sys.stderr, flush=True)
     representative = windows[np.random.default_rng(seed).choice(len(windows), min(64, len(windows)), replace=False)]
     if s.distill_target == "layer19":  # the output NOSS evaluates, as FRILL's students regress it
         targets = embedding_and_layer19(teacher, task.model_config).predict(windows, batch_size=256, verbose=0)[1]
@@ -407,7 +425,8 @@ def run(cfg: StudyConfig, out_dir: Path, progress: bool = True) -> dict:
                         TRILL_CENTRAL if s.teacher == "central" else TRILL_FEDERATED)
     summary.update(federated=fed_summary, central={"steps": s.central_steps, "final_loss": float(np.mean(losses[-10:]))
                                                    if losses else None, "wall_s": central_s},
-                   students_skipped_for_budget=skipped, tasks=list(tasks))
+                   students_skipped_for_budget=skipped, tasks=list(tasks),
+                   collapse={"embedding_spread": spread, "threshold": COLLAPSE_SPREAD, "collapsed": collapsed})
     plots(models, tasks, summary["chosen_frill"], out)
     tensorboard(models, tasks, out)
     write_json(summary, out / "summary.json")

@@ -125,6 +125,18 @@ def test_summary_and_targets_from_a_hand_made_table():
     assert t["trill_over_log_mel_points"]["value"] == pytest.approx(2.5) and not t["trill_over_log_mel_points"]["met"]
 
 
+def test_a_collapsed_embedding_is_detected():
+    import tensorflow as tf
+
+    windows = np.random.default_rng(0).normal(-5, 2, (64, 96, 64)).astype(np.float32)
+    tf.keras.utils.set_random_seed(0)
+    healthy = tf.keras.Sequential([tf.keras.Input((96, 64)), tf.keras.layers.Flatten(), tf.keras.layers.Dense(16)])
+    collapsed = tf.keras.Sequential([tf.keras.Input((96, 64)), tf.keras.layers.Flatten(),
+                                     tf.keras.layers.Dense(16, kernel_initializer="zeros", bias_initializer="ones")])
+    assert study.embedding_spread(healthy, windows) > 10 * study.COLLAPSE_SPREAD
+    assert study.embedding_spread(collapsed, windows) < study.COLLAPSE_SPREAD
+
+
 def test_a_student_whose_int8_model_does_not_run_is_not_chosen():
     models = _models((0.80, 0.60), (0.78, 0.58), (0.50, 0.40), [
         ("qat_fastest", 1.0, 300_000, (0.79, 0.60)), ("plain", 5.0, 300_000, (0.70, 0.60))])
@@ -196,3 +208,5 @@ def test_tiny_study_end_to_end(tmp_path):
     assert set(speakers["task"]) == {"commands"} and set(speakers["model"]) == set(models["model"])
     assert speakers["accuracy"].between(0, 1).all()
     assert saved["federated"]["rounds"] == 1
+    assert set(saved["collapse"]["embedding_spread"]) == {"trill_central", "trill_federated"}
+    assert isinstance(saved["collapse"]["collapsed"], list)
