@@ -184,9 +184,11 @@ def embedding_spread(model, windows: np.ndarray, n: int = 512) -> float:
     """Mean over dimensions of the std across windows of the L2-normalized embedding: about
     1/sqrt(d) when windows map to different directions, 0 when a triplet network has collapsed
     (every window the same embedding, the loss stuck at its margin)."""
-    e = np.asarray(model.predict(windows[:n], batch_size=256, verbose=0), np.float64)
-    e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    from clients.embeddings.evaluate import l2_normalize
+
+    e = l2_normalize(model.predict(windows[:n], batch_size=256, verbose=0)).astype(np.float64)
     return float(e.std(0).mean())
+
 
 def on_device(model, representative: np.ndarray, invocations: int) -> dict:
     """Params, TFLite float/int8 bytes and one-thread float latency per window (median ms)."""
@@ -269,7 +271,8 @@ def summarize(models: pd.DataFrame, speakers: pd.DataFrame, tasks, threshold_ms:
         intra.setdefault(model, {})[t] = {"speakers": int(len(a)), "median": float(np.median(a)),
                                           "p10": float(np.percentile(a, 10)), "p90": float(np.percentile(a, 90))}
     return {
-        "teacher": teacher, "trill_rows": {"central": central_name, "federated": fed_name}, "chosen_frill": chosen, "latency_threshold_ms": threshold_ms,
+        "teacher": teacher, "trill_rows": {"central": central_name, "federated": fed_name},
+        "chosen_frill": chosen, "latency_threshold_ms": threshold_ms,
         "chosen_under_threshold": under, "students": int((models["kind"] == "frill").sum()),
         "table": {"TRILL": row(trill), "FRILL": row(frill), "mean_drop_points": drop},
         "mean_accuracy": {str(k): float(v) for k, v in m["mean_accuracy"].items()},
@@ -382,16 +385,18 @@ def run(cfg: StudyConfig, out_dir: Path, progress: bool = True) -> dict:
     else:
         targets = teacher.predict(windows, batch_size=256, verbose=0)
     rows, featurizers = [], {LOGMEL: None}
+    figures = {}  # on-device figures per TRILL
     for name, model in ((TRILL_CENTRAL, central), (TRILL_FEDERATED, fed_model)):
-        measured = on_device(model, representative, f.latency_invocations)
+        measured = figures[name] = on_device(model, representative, f.latency_invocations)
         rows.append({"model": name, "kind": "trill", "representation": "embedding", **measured})
         featurizers[name] = keras_embedder(model)
         # NOSS evaluates TRILL's intermediate "layer19": the same network, read one stage earlier
         rows.append({"model": name + LAYER19, "kind": "trill", "representation": "layer19", **measured})
         featurizers[name + LAYER19] = keras_embedder(embedding_and_layer19(model, task.model_config))
-    # control: the same network untrained (both TRILLs' starting point), read at layer19; what
-    # self-supervision adds is the gap to it (not a target)
-    rows.append({"model": TRILL_INIT + LAYER19, "kind": "control", "representation": "layer19", **measured})
+    # control: the same network untrained (both TRILLs' starting point, so the same on-device
+    # figures), read at layer19; what self-supervision adds is the gap to it (not a target)
+    rows.append({"model": TRILL_INIT + LAYER19, "kind": "control", "representation": "layer19",
+                 **figures[TRILL_CENTRAL]})
     featurizers[TRILL_INIT + LAYER19] = keras_embedder(embedding_and_layer19(task.build_model(), task.model_config))
     bar = tqdm(grid, desc="FRILL students", unit="student", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     t_grid, skipped = time.perf_counter(), 0

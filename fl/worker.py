@@ -252,7 +252,7 @@ class DeviceWorker:
         the devices one by one so only the faulty device is marked failed."""
         t, r = time.perf_counter(), self._round
         batches = [b for _, _, b in chunk]
-        weight_of = linear_weight(self.aggregator) if self._fused_sum() else None
+        weight_of = self._in_call_weight()
         try:
             if r["mode"] == "eval":
                 outputs = [(None, s) for s in self.trainer.evaluate_many(global_w, batches)]
@@ -287,15 +287,16 @@ class DeviceWorker:
             except Exception as e:
                 _fail(rec, e)
 
-    def _fused_sum(self) -> bool:
-        """Whether this round's updates can be summed inside the training call (in device order,
-        with the same float64 operations, so the same bits, as `_finish_device` one device at a
-        time): plain training with a linear aggregator (`fl.aggregators.linear_weight`), no
-        SecAgg, no robust aggregator and no injected update faults."""
+    def _in_call_weight(self):
+        """The linear aggregator's weight function (`fl.aggregators.linear_weight`) when this
+        round's updates can be summed inside the training call (in device order, with the same
+        float64 operations, so the same bits, as `_finish_device` one device at a time): plain
+        training, no SecAgg, no robust aggregator and no injected update faults; else None."""
         r, faults = self._round, self.cfg.faults
-        return (r["mode"] == "train" and r["secure"] is None and self.aggregator.accumulate == "sum"
-                and linear_weight(self.aggregator) is not None and faults.nan_rate == 0
-                and faults.byzantine_rate == 0)
+        if (r["mode"] != "train" or r["secure"] is not None or self.aggregator.accumulate != "sum"
+                or faults.nan_rate > 0 or faults.byzantine_rate > 0):
+            return None
+        return linear_weight(self.aggregator)
 
     def _finish_device(self, rec: dict, i: int, delta, stats: dict, extras: dict | None = None) -> None:
         """Check one device's update and add it to the partial sum (or to SecAgg)."""
