@@ -246,9 +246,11 @@ def choose_frill(models: pd.DataFrame, threshold_ms: float) -> tuple[str, bool]:
 
 
 def summarize(models: pd.DataFrame, speakers: pd.DataFrame, tasks, threshold_ms: float, wall_s: float,
-              teacher: str = TRILL_CENTRAL) -> dict:
+              teacher: str = TRILL_CENTRAL, collapsed=()) -> dict:
     """The seed-style TRILL-vs-FRILL table and the issue's targets, from models.parquet's rows
-    (accuracies in [0, 1]; points are 100 x)."""
+    (accuracies in [0, 1]; points are 100 x). ``collapsed``: TRILLs whose embedding collapsed;
+    every accuracy target then counts as unmet (a gap between broken models means nothing),
+    with the reason in ``invalid``."""
     m = models.set_index("model")
     central_name, fed_name = best_representation(m, TRILL_CENTRAL), best_representation(m, TRILL_FEDERATED)
     trill = m.loc[central_name if teacher == TRILL_CENTRAL else fed_name]
@@ -270,7 +272,7 @@ def summarize(models: pd.DataFrame, speakers: pd.DataFrame, tasks, threshold_ms:
         a = g["accuracy"].to_numpy()
         intra.setdefault(model, {})[t] = {"speakers": int(len(a)), "median": float(np.median(a)),
                                           "p10": float(np.percentile(a, 10)), "p90": float(np.percentile(a, 90))}
-    return {
+    out = {
         "teacher": teacher, "trill_rows": {"central": central_name, "federated": fed_name},
         "chosen_frill": chosen, "latency_threshold_ms": threshold_ms,
         "chosen_under_threshold": under, "students": int((models["kind"] == "frill").sum()),
@@ -286,6 +288,10 @@ def summarize(models: pd.DataFrame, speakers: pd.DataFrame, tasks, threshold_ms:
             "study_wall_s": {"value": wall_s, "target": "<= 3600", "met": bool(wall_s <= 3600)},
         },
     }
+    if collapsed:
+        for key in ("frill_accuracy_drop_points", "trill_over_log_mel_points", "federated_gap_points"):
+            out["targets"][key].update(met=False, invalid=f"collapsed: {', '.join(collapsed)}")
+    return out
 
 
 def plots(models: pd.DataFrame, tasks, chosen: str, out: Path) -> None:
@@ -427,7 +433,7 @@ def run(cfg: StudyConfig, out_dir: Path, progress: bool = True) -> dict:
     speakers.to_parquet(out / "speakers.parquet", index=False)
     wall_s = time.perf_counter() - t0
     summary = summarize(models, speakers, tasks, f.latency_threshold_ms, wall_s,
-                        TRILL_CENTRAL if s.teacher == "central" else TRILL_FEDERATED)
+                        TRILL_CENTRAL if s.teacher == "central" else TRILL_FEDERATED, collapsed)
     summary.update(federated=fed_summary, central={"steps": s.central_steps, "final_loss": float(np.mean(losses[-10:]))
                                                    if losses else None, "wall_s": central_s},
                    students_skipped_for_budget=skipped, tasks=list(tasks),

@@ -137,6 +137,18 @@ def test_a_collapsed_embedding_is_detected():
     assert study.embedding_spread(collapsed, windows) < study.COLLAPSE_SPREAD
 
 
+def test_a_collapsed_trill_makes_every_accuracy_target_unmet():
+    models = _models((0.80, 0.60), (0.78, 0.58), (0.50, 0.40), [("fast_good", 5.0, 300_000, (0.79, 0.60))])
+    speakers = pd.DataFrame(columns=["model", "task", "speaker", "accuracy"])
+    healthy = study.summarize(models, speakers, TASKS, 0.0, 1.0)["targets"]
+    assert healthy["federated_gap_points"]["met"] and healthy["trill_over_log_mel_points"]["met"]
+    t = study.summarize(models, speakers, TASKS, 0.0, 1.0, collapsed=["trill_central"])["targets"]
+    for key in ("frill_accuracy_drop_points", "trill_over_log_mel_points", "federated_gap_points"):
+        assert not t[key]["met"] and "trill_central" in t[key]["invalid"], key
+        assert t[key]["value"] == pytest.approx(healthy[key]["value"])
+    assert t["frill_tflite_size_ratio"]["met"] and t["study_wall_s"]["met"]
+
+
 def test_a_student_whose_int8_model_does_not_run_is_not_chosen():
     models = _models((0.80, 0.60), (0.78, 0.58), (0.50, 0.40), [
         ("qat_fastest", 1.0, 300_000, (0.79, 0.60)), ("plain", 5.0, 300_000, (0.70, 0.60))])
