@@ -48,7 +48,7 @@ class FrillSection:
     average_pool: tuple[bool, ...] = (True,)
     bottlenecks: tuple[int, ...] = (0,)
     qat: tuple[bool, ...] = (False,)
-    output_dim: int = bounded(0, 0)              # 0: the teacher's embedding size (FRILL: 2048)
+    output_dim: int = bounded(0, 0)              # 0: the distillation target's size (FRILL: 2048)
     max_students: int = bounded(0, 0)            # 0: the whole grid
     budget_s: float = bounded(0.0, 0.0)          # stop distilling new students after this (0: no limit)
     distill_steps: int = bounded(300, 1)
@@ -60,12 +60,12 @@ class FrillSection:
 
 @dataclass
 class StudySection:
-    central_steps: int = bounded(300, 0)         # Adam steps of the central TRILL
+    central_steps: int = bounded(1000, 0)        # Adam steps of the central TRILL
     central_batch: int = bounded(32, 2)
-    central_lr: float = bounded(0.001, 0.0)
-    central_triplets: int = bounded(2048, 2)     # pooled triplets (also the distillation windows)
+    central_lr: float = bounded(0.0003, 0.0)     # (1e-3 collapsed seed 2's TRILL in its first 30 steps)
+    central_triplets: int = bounded(4096, 2)     # pooled triplets (also the distillation windows)
     teacher: str = "central"                     # which TRILL the students distil: central or federated
-    distill_target: str = "embedding"            # which of its outputs: embedding, or layer19 (through a head)
+    distill_target: str = "embedding"            # which of its outputs: embedding, or layer19 (NOSS's)
     tasks: tuple[str, ...] = ("speaker_id", "language_id", "commands", "style", "mask", "severity")
     classifier_c: float = bounded(1e5, 0.0)
 
@@ -101,15 +101,27 @@ def load(raw: dict, overrides: list[str]) -> StudyConfig:
 
 
 def students(cfg: StudyConfig) -> list:
-    """The grid's StudentConfigs in order (FrillConfigError for an unknown architecture or alpha <= 0)."""
+    """The grid's StudentConfigs in order (FrillConfigError for an unknown architecture or alpha <= 0).
+    Their output is ``frill.output_dim`` wide, or (0) as wide as what they regress: TRILL's layer19
+    or its embedding (``study.distill_target``); a different width goes through a training-only head."""
     from clients.embeddings.frill import StudentConfig
 
     f = cfg.frill
-    dim = f.output_dim or cfg.engine.task.embedding_dim
+    dim = f.output_dim or target_dim(cfg)
     out = [StudentConfig(a, al, p, b, q, dim)
            for a, al, p, b, q in itertools.product(f.architectures, f.alphas, f.average_pool, f.bottlenecks, f.qat)
            if not (q and not b)]
     return out[:f.max_students] if f.max_students else out
+
+
+def target_dim(cfg: StudyConfig) -> int:
+    """Width of the TRILL output the students regress."""
+    from clients.embeddings.task import TrillTask
+    from clients.embeddings.trill import layer19_dim
+
+    if cfg.study.distill_target == "layer19":
+        return layer19_dim(TrillTask(cfg.engine.task, cfg.engine.experiment.seed).model_config)
+    return cfg.engine.task.embedding_dim
 
 
 def check(cfg: StudyConfig) -> None:

@@ -87,6 +87,16 @@ def embedding_and_layer19(model, config: TrillConfig = TrillConfig()):
     return tf.keras.Model(model.inputs, [model.output, tf.keras.layers.Flatten(name="layer19")(inner)])
 
 
+def layer19_dim(config: TrillConfig = TrillConfig()) -> int:
+    """Size of the flattened "layer19" output (`embedding_and_layer19`) without building the model:
+    the stem and the first block of every stage halve time and frequency ("same" padding)."""
+    h, w = -(-config.window_frames // 2), -(-config.n_mels // 2)
+    stage = range(len(config.widths))[config.layer19_stage]
+    for _ in range(stage + 1):
+        h, w = -(-h // 2), -(-w // 2)
+    return h * w * config.widths[stage]
+
+
 # -- triplet objective ---------------------------------------------------------------------
 def squared_distances(a, b):
     """[n, m] squared Euclidean distances between rows of a [n, d] and b [m, d]."""

@@ -74,6 +74,18 @@ def test_full_grid_is_expressible(tmp_path):
         study.load(tiny_raw(tmp_path), ["frill.qat=[true]"])
 
 
+def test_students_are_as_wide_as_what_they_regress(tmp_path):
+    from clients.embeddings.trill import layer19_dim
+
+    cfg = study.load(tiny_raw(tmp_path), [])
+    assert {s.output_dim for s in study.students(cfg)} == {cfg.engine.task.embedding_dim}
+    cfg = study.load(tiny_raw(tmp_path), ["study.distill_target=layer19"])
+    from clients.embeddings.task import TrillTask
+    assert {s.output_dim for s in study.students(cfg)} == {layer19_dim(TrillTask(cfg.engine.task).model_config)}
+    cfg = study.load(tiny_raw(tmp_path), ["study.distill_target=layer19", "frill.output_dim=7"])
+    assert {s.output_dim for s in study.students(cfg)} == {7}  # regressed through a training-only head
+
+
 def _models(trill_acc, fed_acc, logmel_acc, students):
     """Hand-made models table: students = [(name, latency_ms, bytes, accuracy per task)]."""
     rows = [{"model": "log_mel", "kind": "baseline", "params": 0, "tflite_float_bytes": np.nan,

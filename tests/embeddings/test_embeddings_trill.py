@@ -72,7 +72,9 @@ def test_network_shapes_and_paper_size():
     model = T.build_trill()
     both = T.embedding_and_layer19(model)
     e, l19 = both(np.zeros((2, 96, 64), np.float32))
-    assert e.shape == (2, 64) and l19.shape == (2, 12 * 8 * 16)
+    assert e.shape == (2, 64) and l19.shape == (2, 12 * 8 * 16) and T.layer19_dim() == 12 * 8 * 16
+    odd = T.TrillConfig(window_frames=100, n_mels=40, widths=(4, 8, 16), layer19_stage=0)  # odd sizes round up
+    assert T.embedding_and_layer19(T.build_trill(odd), odd).outputs[1].shape[-1] == T.layer19_dim(odd) == 25 * 10 * 4
     paper = T.build_trill(T.PAPER)
     assert paper.output_shape == (None, 512)
     assert paper.count_params() > 100 * model.count_params()
