@@ -244,17 +244,16 @@ def best_representation(models: pd.DataFrame, name: str) -> str:
 
 def choose_frill(models: pd.DataFrame, threshold_ms: float) -> tuple[str, bool]:
     """The student with the best mean accuracy at latency <= threshold_ms; if none is that fast,
-    the fastest student. (name, whether it meets the threshold). A student cannot ship, and is no
-    candidate unless no student can, when the interpreter refuses its int8 TFLite model
-    (``int8_error``, e.g. a QAT Dense layer's requantization scale) or its embedding collapsed
-    (``embedding_spread`` < COLLAPSE_SPREAD: the same output for every window)."""
+    the fastest student. (name, whether it meets the threshold). Only students whose float and
+    int8 TFLite models both run are candidates (a QAT student whose int8 model the interpreter
+    refuses, ``int8_error``, cannot ship), unless no student runs both. (``embedding_spread`` is
+    not a criterion: students regress TRILL's unnormalized embedding and their unit outputs
+    spread 1e-4..1e-3 on seed 2 while scoring 0.56-0.65, so TRILL's collapse threshold does
+    not carry over to them.)"""
     s = models[models["kind"] == "frill"]
     if "int8_error" in s.columns:
         runs = s["int8_error"].fillna("").astype(str) == ""
         s = s[runs] if runs.any() else s
-    if "embedding_spread" in s.columns:
-        alive = ~(s["embedding_spread"] < COLLAPSE_SPREAD)
-        s = s[alive] if alive.any() else s
     under = s[s["latency_ms"] <= threshold_ms]
     if len(under):
         return str(under.sort_values(["mean_accuracy", "latency_ms"], ascending=[False, True]).iloc[0]["model"]), True

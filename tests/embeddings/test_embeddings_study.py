@@ -171,14 +171,6 @@ def test_a_student_whose_int8_model_does_not_run_is_not_chosen():
     assert study.choose_frill(models, 10.0) == ("qat_fastest", True)  # none runs: all stay candidates
 
 
-def test_a_collapsed_student_is_not_chosen():
-    models = _models((0.80, 0.60), (0.78, 0.58), (0.50, 0.40), [
-        ("constant", 1.0, 300_000, (0.79, 0.60)), ("plain", 5.0, 300_000, (0.70, 0.60))])
-    models["embedding_spread"] = [np.nan, np.nan, np.nan, 1e-5, 0.05]
-    assert study.choose_frill(models, 10.0) == ("plain", True)
-    assert study.choose_frill(models, 0.5) == ("plain", False)
-
-
 def test_the_targets_use_the_better_trill_representation():
     models = _models((0.60, 0.60), (0.50, 0.50), (0.55, 0.55), [("s", 5.0, 300_000, (0.6, 0.6))])
     layer19 = models[models["model"].str.startswith("trill")].copy()
