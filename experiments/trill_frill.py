@@ -37,6 +37,7 @@ from fl.config import ConfigError, bounded
 TASK = "trill"
 LOGMEL, TRILL_CENTRAL, TRILL_FEDERATED = "log_mel", "trill_central", "trill_federated"
 TRILL_INIT = "trill_untrained"
+ON_DEVICE = "on_device_"  # prefix of the student distilled on devices (task "frill")
 LAYER19 = "_layer19"  # suffix of the rows that read TRILL's intermediate layer
 
 
@@ -56,6 +57,8 @@ class FrillSection:
     distill_lr: float = bounded(0.001, 0.0)
     latency_invocations: int = bounded(50, 50)
     latency_threshold_ms: float = bounded(0.0, 0.0)  # 0: TRILL's latency / 10
+    device_rounds: int = bounded(20, 0)          # on-device distillation of the grid's first student (0: none)
+    device_windows: int = bounded(128, 1)        # its training crops per device
 
 
 @dataclass
@@ -176,16 +179,33 @@ def train_central(task, triplets: dict, steps: int, batch: int, lr: float, seed:
     return model, losses
 
 
-def train_federated(cfg: StudyConfig, out_dir: Path, progress: bool):
-    """FedAvg rounds through the engine (resumed from OUT/federated if interrupted); (weights, summary)."""
+def train_federated(engine_cfg, out_dir: Path, progress: bool):
+    """FedAvg rounds through the engine (resumed from ``out_dir`` if interrupted); (weights, summary)."""
     from experiments.fedavg_train import summarize
     from fl.runner import engine, train
 
-    with engine(cfg.engine) as process:
+    with engine(engine_cfg) as process:
         state, recorder = train(process, out_dir, progress)
         summary = summarize(process, state, recorder)
     recorder.finish(summary)
     return state.weights, summary
+
+
+def device_distill_config(cfg: StudyConfig, student, teacher_weights: Path):
+    """The engine config of on-device distillation (task "frill", clients.embeddings.distill_task):
+    the federated TRILL's devices, population, cohort and client optimizer, ``frill.device_rounds``
+    rounds, each device distilling ``student`` (its first non-QAT form) from the teacher whose
+    weights are at ``teacher_weights``."""
+    from fl.config import load_config
+
+    raw = cfg.engine.to_dict()
+    raw["experiment"] = {**raw["experiment"], "task": "frill", "rounds": cfg.frill.device_rounds,
+                         "name": f"{raw['experiment']['name']}-distill"}
+    raw["task"] = {**raw["task"], "teacher_weights": str(teacher_weights), "target": cfg.study.distill_target,
+                   "architecture": student.architecture, "alpha": student.alpha,
+                   "average_pool": student.average_pool, "bottleneck_dim": student.bottleneck_dim,
+                   "windows_per_device": cfg.frill.device_windows}
+    return load_config(raw)
 
 
 # -- measurement -----------------------------------------------------------------------------
@@ -384,7 +404,7 @@ def run(cfg: StudyConfig, out_dir: Path, progress: bool = True) -> dict:
         corpus.get(t)
     task = make_task(TASK, e.task, seed)
     print("[trill-frill] federated TRILL through the engine", file=sys.stderr, flush=True)
-    fed_weights, fed_summary = train_federated(cfg, out / "federated", progress)
+    fed_weights, fed_summary = train_federated(e, out / "federated", progress)
     fed_model = model_with_weights(task, fed_weights)
     print("[trill-frill] central TRILL on pooled triplets", file=sys.stderr, flush=True)
     t_central = time.perf_counter()
@@ -438,6 +458,27 @@ def run(cfg: StudyConfig, out_dir: Path, progress: bool = True) -> dict:
                      "distill_s": time.perf_counter() - t1, **on_device(student, representative, f.latency_invocations)})
         featurizers[name] = keras_embedder(student)
     bar.close()
+    device_summary = None
+    on_grid = [sc for sc in grid if not sc.qat]
+    if f.device_rounds and on_grid:
+        sc = on_grid[0]
+        print(f"[trill-frill] on-device distillation of {student_name(sc)} through the engine", file=sys.stderr,
+              flush=True)
+        np.savez(out / "teacher.npz", *teacher.get_weights())
+        t1 = time.perf_counter()
+        dcfg = device_distill_config(cfg, sc, out / "teacher.npz")
+        d_weights, d_summary = train_federated(dcfg, out / "federated_distill", progress)
+        d_task = make_task("frill", dcfg.task, seed)
+        d_student = model_with_weights(d_task, d_weights)
+        name = ON_DEVICE + student_name(d_task.student_config)
+        rows.append({"model": name, "kind": "frill_on_device", "architecture": sc.architecture, "alpha": sc.alpha,
+                     "average_pool": sc.average_pool, "bottleneck": sc.bottleneck_dim, "qat": False,
+                     "output_dim": d_task.target_dim, "embedding_spread": embedding_spread(d_student, windows),
+                     "distill_s": time.perf_counter() - t1,
+                     **on_device(d_student, representative, f.latency_invocations)})
+        featurizers[name] = keras_embedder(d_student)
+        device_summary = {"model": name, "central_model": student_name(sc), "rounds": f.device_rounds,
+                          "windows_per_device": f.device_windows, "federated": d_summary}
     print("[trill-frill] NOSS evaluation", file=sys.stderr, flush=True)
     acc, speakers = noss_accuracy(featurizers, corpus, tasks, s.classifier_c)
     rows.insert(0, {"model": LOGMEL, "kind": "baseline", "params": 0})
@@ -450,7 +491,12 @@ def run(cfg: StudyConfig, out_dir: Path, progress: bool = True) -> dict:
     wall_s = time.perf_counter() - t0
     summary = summarize(models, speakers, tasks, f.latency_threshold_ms, wall_s,
                         TRILL_CENTRAL if s.teacher == "central" else TRILL_FEDERATED, collapsed)
-    summary.update(federated=fed_summary, central={"steps": s.central_steps, "final_loss": float(np.mean(losses[-10:]))
+    if device_summary is not None:
+        mm = models.set_index("model")["mean_accuracy"]
+        device_summary.update(on_device_mean_accuracy=float(mm[device_summary["model"]]),
+                              central_mean_accuracy=float(mm[device_summary["central_model"]]),
+                              gap_points=100 * float(mm[device_summary["central_model"]] - mm[device_summary["model"]]))
+    summary.update(on_device_distillation=device_summary, federated=fed_summary, central={"steps": s.central_steps, "final_loss": float(np.mean(losses[-10:]))
                                                    if losses else None, "wall_s": central_s},
                    students_skipped_for_budget=skipped, tasks=list(tasks),
                    collapse={"embedding_spread": spread, "threshold": COLLAPSE_SPREAD, "collapsed": collapsed})

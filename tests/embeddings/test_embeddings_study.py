@@ -32,7 +32,7 @@ def tiny_raw(tmp_path) -> dict:
         "task": dict(TINY),
         "noss": dict(TINY_NOSS),
         "frill": {"architectures": ["small"], "alphas": [0.25], "distill_steps": 2, "distill_batch": 8,
-                  "latency_invocations": 50},
+                  "latency_invocations": 50, "device_rounds": 1, "device_windows": 6},
         "study": {"central_steps": 2, "central_batch": 6, "central_triplets": 12, "tasks": list(TASKS)},
     }
 
@@ -203,6 +203,12 @@ def test_tiny_study_end_to_end(tmp_path):
     assert list(models["model"][:6]) == ["log_mel", "trill_central", "trill_central_layer19", "trill_federated",
                                          "trill_federated_layer19", "trill_untrained_layer19"]
     assert (models["kind"] == "frill").sum() == 1
+    # the grid's first student, distilled again on the devices through the engine (task "frill")
+    od = saved_od = json.loads((out / "summary.json").read_text())["on_device_distillation"]
+    assert (models["kind"] == "frill_on_device").sum() == 1 and od["model"] == "on_device_" + od["central_model"]
+    assert (out / "federated_distill" / "checkpoint.npz").exists() and (out / "teacher.npz").exists()
+    assert saved_od["federated"]["rounds"] == 1
+    assert od["gap_points"] == pytest.approx(100 * (od["central_mean_accuracy"] - od["on_device_mean_accuracy"]))
     m = models.set_index("model")
     on_device = models[models["kind"] != "baseline"]
     assert (on_device["tflite_float_bytes"] > 0).all() and (on_device["tflite_int8_bytes"] > 0).all()

@@ -1,0 +1,145 @@
+"""FRILL distilled on devices: each phone runs the TRILL teacher on its own recordings and
+trains a MobileNetV3 student to regress the teacher's outputs by MSE; FedAvg across phones.
+
+Peplinski et al. 2021, "FRILL: A Non-Semantic Speech Embedding for Mobile Devices", distil
+centrally (frill.distill, the study's grid). Here the same student and loss train inside the
+engine's devices: a device's examples are random 0.96 s crops of its own recording sessions
+(the TRILL task's devices, `TrillTask.device_clips`) and their targets, the teacher's embedding
+(or layer19) computed on the device from the teacher's weights (``teacher_weights``, an .npz of
+`build_trill`'s weights in order, as ``np.savez(*model.get_weights())`` writes).  No audio and
+no teacher output leave the device; only the student's update does.
+
+Batch normalization: the engine averages trainable variables, and a batch-norm layer's moving
+mean and variance are not trainable.  So on devices the student runs in inference mode
+(``training=False``): each batch-norm layer is the affine map of its initial statistics and its
+learned scale and offset -- the same function in training, in Keras inference and as TFLite
+(where it is folded into the convolutions), whatever the devices' data.
+
+The per-example metric reported as ``accuracy`` is the cosine similarity of the student's
+output to the teacher's target.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fl.config import ConfigError, bounded
+from fl.seeding import rng_for
+
+from . import frontend as FE
+from .frill import StudentConfig, build_student, distillation_loss
+from .task import TrillTask
+from .trill import build_trill, embedding_and_layer19, layer19_dim
+
+TARGETS = ("embedding", "layer19")
+
+
+class FrillTask(TrillTask):
+    @dataclass
+    class Config(TrillTask.Config):
+        # the teacher: the TRILL network these (inherited) keys describe, with these weights
+        teacher_weights: str = ""                # .npz path (the trill-frill study writes OUT/teacher.npz)
+        target: str = "embedding"                # what the student regresses: embedding or layer19
+        # the student (frill.StudentConfig; its output is as wide as the target)
+        architecture: str = "small"
+        alpha: float = bounded(0.5, 0.0)
+        average_pool: bool = True
+        bottleneck_dim: int = bounded(0, 0)
+        windows_per_device: int = bounded(128, 1)  # training crops per device
+        eval_windows: int = bounded(32, 1)
+
+    name = "frill"
+
+    def __init__(self, config: "FrillTask.Config | None" = None, seed: int = 0):
+        config = config or self.Config()
+        super().__init__(config, seed)
+        c = config
+        if c.target not in TARGETS:
+            raise ConfigError(f"bad value for 'task.target': {c.target!r} (allowed: {', '.join(TARGETS)})")
+        self.target_dim = layer19_dim(self.model_config) if c.target == "layer19" else c.embedding_dim
+        try:
+            self.student_config = StudentConfig(c.architecture, c.alpha, c.average_pool, c.bottleneck_dim, False,
+                                                self.target_dim)
+        except ConfigError as e:  # StudentConfig names the study's keys (frill.*); these are task.*
+            raise ConfigError(str(e).replace("'frill.", "'task.")) from None
+        self._teacher_digest = ""
+        if c.teacher_weights:
+            path = Path(c.teacher_weights)
+            if not path.is_file():
+                raise ConfigError(f"bad value for 'task.teacher_weights': {c.teacher_weights!r} (allowed: an "
+                                  f"existing .npz of the TRILL teacher's weights)")
+            self._teacher_digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        self._teacher = None
+
+    # -- model -------------------------------------------------------------------------
+    def build_model(self):
+        import tensorflow as tf
+
+        tf.keras.utils.set_random_seed(self.seed)  # same initial student in every process
+        return build_student(self.student_config, self.window_frames)
+
+    def example_spec(self):
+        import tensorflow as tf
+
+        return (tf.TensorSpec([None, self.window_frames, FE.N_MELS], tf.float32),
+                tf.TensorSpec([None, self.target_dim], tf.float32))
+
+    @property
+    def cache_namespace(self) -> str:
+        return f"{super().cache_namespace}-teacher{self._teacher_digest or 'none'}"
+
+    def teacher(self):
+        """The TRILL teacher as a Keras model [B, frames, 64] -> [B, target_dim] (built once)."""
+        if self._teacher is None:
+            if not self._teacher_digest:
+                raise ConfigError("bad value for 'task.teacher_weights': '' (allowed: the path of an .npz of the "
+                                  "TRILL teacher's weights; on-device distillation needs a teacher)")
+            model = build_trill(self.model_config)
+            with np.load(self.config.teacher_weights) as z:
+                weights = [z[f"arr_{i}"] for i in range(len(z.files))]
+            shapes = [tuple(w.shape) for w in model.get_weights()]
+            if [tuple(w.shape) for w in weights] != shapes:
+                raise ConfigError(f"bad value for 'task.teacher_weights': {self.config.teacher_weights!r} holds "
+                                  f"{len(weights)} arrays that do not fit the TRILL network of task.width / "
+                                  f"stages / blocks_per_stage / embedding_dim ({len(shapes)} arrays)")
+            model.set_weights(weights)
+            self._teacher = model if self.config.target == "embedding" else _layer19_only(model, self.model_config)
+        return self._teacher
+
+    # -- data --------------------------------------------------------------------------
+    def device_data(self, device_id: int, num_examples: int, split: str = "train") -> dict[str, np.ndarray]:
+        """Random 0.96 s crops of the device's own sessions (``windows_per_device``, or
+        ``eval_windows`` for eval, from the eval sessions) and the teacher's outputs on them."""
+        c = self.config
+        split = "train" if split == "train" else "eval"
+        feats = [f if f.shape[0] >= self.window_frames else FE.windows(f, 1, self.window_frames)[0]
+                 for f in self.device_clips(device_id, split)]
+        n = c.windows_per_device if split == "train" else c.eval_windows
+        rng = rng_for(self.seed, "frill-crops", int(device_id), split)
+        x = np.empty((n, self.window_frames, FE.N_MELS), np.float32)
+        for i in range(n):
+            f = feats[int(rng.integers(len(feats)))]
+            t = int(rng.integers(f.shape[0] - self.window_frames + 1))
+            x[i] = f[t:t + self.window_frames]
+        y = np.asarray(self.teacher().predict(x, batch_size=256, verbose=0), np.float32)
+        return {"x": x, "y": y}
+
+    # -- loss --------------------------------------------------------------------------
+    def batch_loss(self, model, x, y, training):
+        """Per-window MSE to the teacher's output and the cosine similarity of the two. The
+        student runs in inference mode even when training (see the module docstring)."""
+        import tensorflow as tf
+
+        out = model(x, training=False)
+        cos = tf.reduce_sum(tf.math.l2_normalize(out, -1) * tf.math.l2_normalize(y, -1), -1)
+        return distillation_loss(y, out), cos
+
+
+def _layer19_only(model, config):
+    import tensorflow as tf
+
+    two = embedding_and_layer19(model, config)
+    return tf.keras.Model(two.inputs, two.outputs[1])

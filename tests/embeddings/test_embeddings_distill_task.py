@@ -1,0 +1,118 @@
+"""FRILL distilled on devices (task "frill"): a device's examples are crops of its own audio with
+the teacher's outputs computed there; bad configs are refused by name; the student trains in
+inference mode, so what the engine averages is the whole model; rounds run through the engine."""
+import numpy as np
+import pytest
+
+from clients.embeddings.distill_task import FrillTask
+from clients.embeddings.trill import build_trill, embedding_and_layer19
+from fl.config import ConfigError
+
+TINY = {"n_devices": 3, "clips_per_device": 2, "eval_clips": 2, "utterances_per_clip": 1,
+        "triplets_per_device": 6, "eval_triplets": 4, "width": 4, "stages": 2, "embedding_dim": 8,
+        "alpha": 0.25, "windows_per_device": 10, "eval_windows": 4}
+
+
+def _teacher(tmp_path, seed=1, **kw):
+    """A TRILL of the tiny task's shape with its own (seeded) weights, saved as the study saves it."""
+    import tensorflow as tf
+
+    cfg = FrillTask(FrillTask.Config(**{**TINY, **kw}), seed=5).model_config
+    tf.keras.utils.set_random_seed(seed)
+    model = build_trill(cfg)
+    path = tmp_path / f"teacher{seed}.npz"
+    np.savez(path, *model.get_weights())
+    return model, path
+
+
+def _task(path, **kw):
+    return FrillTask(FrillTask.Config(**{**TINY, "teacher_weights": str(path), **kw}), seed=5)
+
+
+def test_examples_are_own_audio_crops_with_the_teachers_outputs(tmp_path):
+    teacher, path = _teacher(tmp_path)
+    task = _task(path)
+    data = task.device_data(1, 0, "train")
+    x, y = data["x"], data["y"]
+    assert x.shape == (10, 96, 64) and y.shape == (10, 8) and y.dtype == np.float32
+    own, other = np.concatenate(task.device_clips(1)), np.concatenate(task.device_clips(0) + task.device_clips(2))
+    for w in x:
+        assert any(np.array_equal(own[t:t + 96], w) for t in range(len(own) - 95))
+        assert not any(np.array_equal(other[t:t + 96], w) for t in range(len(other) - 95))
+    np.testing.assert_allclose(y, teacher.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    ev = task.device_data(1, 0, "eval")["x"]
+    held = np.concatenate(task.device_clips(1, "eval"))
+    assert len(ev) == 4 and all(any(np.array_equal(held[t:t + 96], w) for t in range(len(held) - 95)) for w in ev)
+    np.testing.assert_array_equal(x, _task(path).device_data(1, 0, "train")["x"])  # deterministic
+
+
+def test_layer19_target_and_a_student_as_wide_as_it(tmp_path):
+    teacher, path = _teacher(tmp_path)
+    task = _task(path, target="layer19")
+    y = task.device_data(0, 0)["y"]
+    want = embedding_and_layer19(teacher, task.model_config).predict(task.device_data(0, 0)["x"], verbose=0)[1]
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+    assert task.build_model().output_shape[-1] == y.shape[1] == task.target_dim
+
+
+def test_a_new_teacher_gets_a_new_cache(tmp_path):
+    _, a = _teacher(tmp_path, seed=1)
+    _, b = _teacher(tmp_path, seed=2)
+    assert _task(a).cache_namespace != _task(b).cache_namespace
+    assert _task(a).cache_namespace == _task(a).cache_namespace
+
+
+@pytest.mark.parametrize("kw, key", [
+    ({"teacher_weights": "/nonexistent/teacher.npz"}, "task.teacher_weights"),
+    ({"target": "logits"}, "task.target"),
+    ({"alpha": 0.0}, "task.alpha"),
+    ({"architecture": "tiny"}, "task.architecture"),
+])
+def test_bad_config_is_refused_by_name(tmp_path, kw, key):
+    _, path = _teacher(tmp_path)
+    with pytest.raises(ConfigError, match=key):
+        _task(path, **kw)
+
+
+def test_a_teacher_that_does_not_fit_or_is_missing_is_refused(tmp_path):
+    _, path = _teacher(tmp_path, width=6)  # another network's weights
+    with pytest.raises(ConfigError, match="task.teacher_weights"):
+        _task(path).device_data(0, 0)
+    with pytest.raises(ConfigError, match="task.teacher_weights"):
+        FrillTask(FrillTask.Config(**TINY), seed=5).device_data(0, 0)
+
+
+def test_loss_is_the_mse_and_training_does_not_use_batch_statistics(tmp_path):
+    import tensorflow as tf
+
+    _, path = _teacher(tmp_path)
+    task = _task(path)
+    model = task.build_model()
+    data = task.device_data(0, 0)
+    x, y = tf.constant(data["x"]), tf.constant(data["y"])
+    loss, cos = task.batch_loss(model, x, y, True)
+    out = model(x, training=False).numpy()
+    np.testing.assert_allclose(loss.numpy(), ((data["y"] - out) ** 2).mean(1), rtol=1e-5)
+    assert cos.shape == (10,) and np.all(np.abs(cos.numpy()) <= 1 + 1e-5)
+    # one example's output does not depend on the others in its batch (no batch statistics)
+    one, _ = task.batch_loss(model, x[:1], y[:1], True)
+    np.testing.assert_allclose(one.numpy(), loss.numpy()[:1], rtol=1e-4)
+
+
+def test_rounds_through_the_engine_move_the_student_toward_the_teacher(tmp_path):
+    import fedpop
+
+    _, path = _teacher(tmp_path)
+    cfg = {"experiment.seed": 5, "experiment.rounds": 3, "population.size": 3, "population.eligible_prob": 1.0,
+           "population.night_hours": 24, "population.dropout_per_hour": 0.0, "cohort.goal": 3,
+           "cohort.over_selection": 1.0, "cohort.min_reports": 1, "cohort.deadline_s": 1e6,
+           "client.optimizer": "adam", "client.lr": 0.003, "client.batch_size": 5, "client.epochs": 2,
+           "workers.num": 1, "workers.cache_dir": str(tmp_path / "cache"),
+           "task": {**TINY, "teacher_weights": str(path)}}
+    with fedpop.build_process("frill", cfg) as process:
+        state = process.initialize()
+        losses = []
+        for _ in range(3):
+            state, metrics = process.next(state)
+            losses.append(metrics["train_loss"])
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
