@@ -222,11 +222,15 @@ def embedding_spread(model, windows: np.ndarray, n: int = 512) -> float:
     return float(e.std(0).mean())
 
 
-def on_device(model, representative: np.ndarray, invocations: int) -> dict:
-    """Params, TFLite float/int8 bytes and one-thread float latency per window (median ms)."""
+def on_device(model, representative: np.ndarray, invocations: int, phone: dict | None = None,
+              name: str = "") -> dict:
+    """Params, TFLite float/int8 bytes and one-thread float latency per window (median ms); the
+    float flatbuffer goes to ``phone[name]`` (what the devices run to personalize)."""
     from clients.embeddings.frill import tflite_latency_ms, tflite_model
 
     flt = tflite_model(model, "float")
+    if phone is not None:
+        phone[name] = flt
     i8 = tflite_model(model, "int8", representative)
     lat = tflite_latency_ms(flt, invocations=invocations, threads=1)
     try:
@@ -237,14 +241,13 @@ def on_device(model, representative: np.ndarray, invocations: int) -> dict:
             "latency_ms": lat["median_ms"], "latency_int8_ms": lat8, "int8_error": int8_error}
 
 
-def noss_accuracy(featurizers: dict, corpus, tasks, C: float) -> tuple[dict, pd.DataFrame]:
-    """{model: {task: accuracy}} (the best of with/without L2 and speaker normalization) and the
-    intra-speaker table."""
+def noss_accuracy(featurizers: dict, corpus, tasks, C: float) -> dict:
+    """{model: {task: accuracy}} (the best of with/without L2 and speaker normalization)."""
     from clients.embeddings.evaluate import evaluate
 
-    table, speakers = evaluate(featurizers, corpus, tasks, C)
+    table, _ = evaluate(featurizers, corpus, tasks, C, intra=False)
     best = table.groupby(["model", "task"])["accuracy"].max()
-    return {m: {t: float(best[(m, t)]) for t in tasks} for m in featurizers}, speakers
+    return {m: {t: float(best[(m, t)]) for t in tasks} for m in featurizers}
 
 
 # -- summary ---------------------------------------------------------------------------------
@@ -385,9 +388,10 @@ def run(cfg: StudyConfig, out_dir: Path, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     from clients.embeddings.evaluate import keras_embedder
-    from clients.embeddings.frill import build_student, distill
+    from clients.embeddings.frill import build_student, distill, tflite_model
     from clients.embeddings.noss import NossCorpus
-    from clients.embeddings.trill import embedding_and_layer19
+    from clients.embeddings.personalize import intra_speaker_on_pool
+    from clients.embeddings.trill import embedding_and_layer19, layer19_model
     from fl.results import write_json
     from fl.task import make_task, model_with_weights
 
@@ -426,19 +430,22 @@ def run(cfg: StudyConfig, out_dir: Path, progress: bool = True) -> dict:
     else:
         targets = teacher.predict(windows, batch_size=256, verbose=0)
     rows, featurizers = [], {LOGMEL: None}
+    phone = {LOGMEL: None}  # the float TFLite model each device runs to personalize (None: log-mel)
     figures = {}  # on-device figures per TRILL
     for name, model in ((TRILL_CENTRAL, central), (TRILL_FEDERATED, fed_model)):
-        measured = figures[name] = on_device(model, representative, f.latency_invocations)
+        measured = figures[name] = on_device(model, representative, f.latency_invocations, phone, name)
         rows.append({"model": name, "kind": "trill", "representation": "embedding", **measured})
         featurizers[name] = keras_embedder(model)
         # NOSS evaluates TRILL's intermediate "layer19": the same network, read one stage earlier
         rows.append({"model": name + LAYER19, "kind": "trill", "representation": "layer19", **measured})
         featurizers[name + LAYER19] = keras_embedder(embedding_and_layer19(model, task.model_config))
+        phone[name + LAYER19] = tflite_model(layer19_model(model, task.model_config))
     # control: the same network untrained (both TRILLs' starting point, so the same on-device
     # figures), read at layer19; what self-supervision adds is the gap to it (not a target)
     rows.append({"model": TRILL_INIT + LAYER19, "kind": "control", "representation": "layer19",
                  **figures[TRILL_CENTRAL]})
     featurizers[TRILL_INIT + LAYER19] = keras_embedder(embedding_and_layer19(task.build_model(), task.model_config))
+    phone[TRILL_INIT + LAYER19] = tflite_model(layer19_model(task.build_model(), task.model_config))
     bar = tqdm(grid, desc="FRILL students", unit="student", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     t_grid, skipped = time.perf_counter(), 0
     for i, sc in enumerate(bar):
@@ -455,7 +462,8 @@ def run(cfg: StudyConfig, out_dir: Path, progress: bool = True) -> dict:
                      "average_pool": sc.average_pool, "bottleneck": sc.bottleneck_dim, "qat": sc.qat,
                      "output_dim": sc.output_dim, "distill_loss": float(np.mean(dl[-10:])),
                      "embedding_spread": embedding_spread(student, windows),
-                     "distill_s": time.perf_counter() - t1, **on_device(student, representative, f.latency_invocations)})
+                     "distill_s": time.perf_counter() - t1,
+                     **on_device(student, representative, f.latency_invocations, phone, name)})
         featurizers[name] = keras_embedder(student)
     bar.close()
     device_summary = None
@@ -475,12 +483,14 @@ def run(cfg: StudyConfig, out_dir: Path, progress: bool = True) -> dict:
                      "average_pool": sc.average_pool, "bottleneck": sc.bottleneck_dim, "qat": False,
                      "output_dim": d_task.target_dim, "embedding_spread": embedding_spread(d_student, windows),
                      "distill_s": time.perf_counter() - t1,
-                     **on_device(d_student, representative, f.latency_invocations)})
+                     **on_device(d_student, representative, f.latency_invocations, phone, name)})
         featurizers[name] = keras_embedder(d_student)
         device_summary = {"model": name, "central_model": student_name(sc), "rounds": f.device_rounds,
                           "windows_per_device": f.device_windows, "federated": d_summary}
     print("[trill-frill] NOSS evaluation", file=sys.stderr, flush=True)
-    acc, speakers = noss_accuracy(featurizers, corpus, tasks, s.classifier_c)
+    acc = noss_accuracy(featurizers, corpus, tasks, s.classifier_c)
+    print("[trill-frill] intra-speaker personalization on the worker pool", file=sys.stderr, flush=True)
+    speakers = intra_speaker_on_pool(phone, corpus, tasks, s.classifier_c, e.workers.num, progress)
     rows.insert(0, {"model": LOGMEL, "kind": "baseline", "params": 0})
     models = pd.DataFrame(rows)
     for t in tasks:

@@ -32,7 +32,7 @@ from fl.seeding import rng_for
 from . import frontend as FE
 from .frill import StudentConfig, build_student, distillation_loss
 from .task import TrillTask
-from .trill import build_trill, embedding_and_layer19, layer19_dim
+from .trill import build_trill, layer19_dim, layer19_model
 
 TARGETS = ("embedding", "layer19")
 
@@ -106,7 +106,7 @@ class FrillTask(TrillTask):
                                   f"{len(weights)} arrays that do not fit the TRILL network of task.width / "
                                   f"stages / blocks_per_stage / embedding_dim ({len(shapes)} arrays)")
             model.set_weights(weights)
-            self._teacher = model if self.config.target == "embedding" else _layer19_only(model, self.model_config)
+            self._teacher = model if self.config.target == "embedding" else layer19_model(model, self.model_config)
         return self._teacher
 
     # -- data --------------------------------------------------------------------------
@@ -137,9 +137,3 @@ class FrillTask(TrillTask):
         cos = tf.reduce_sum(tf.math.l2_normalize(out, -1) * tf.math.l2_normalize(y, -1), -1)
         return distillation_loss(y, out), cos
 
-
-def _layer19_only(model, config):
-    import tensorflow as tf
-
-    two = embedding_and_layer19(model, config)
-    return tf.keras.Model(two.inputs, two.outputs[1])

@@ -121,12 +121,14 @@ def intra_speaker_accuracies(features: np.ndarray, data: dict, speaker_norm: boo
     return out
 
 
-def evaluate(featurizers: dict[str, Embedder | None], corpus: NossCorpus, tasks=TASKS, C: float = 1e5):
+def evaluate(featurizers: dict[str, Embedder | None], corpus: NossCorpus, tasks=TASKS, C: float = 1e5,
+             intra: bool = True):
     """(tasks table, speakers table) as pandas DataFrames.
 
     ``featurizers`` maps a model name to an Embedder, or None for the log-mel baseline.
     tasks table: model, task, speaker_norm, l2_norm, accuracy (the best of the four is the NOSS number);
-    speakers table: model, task, speaker, accuracy for the intra-speaker tasks."""
+    speakers table: model, task, speaker, accuracy for the intra-speaker tasks, in this process
+    (``intra=False``: empty; personalize.intra_speaker_on_pool runs them on devices)."""
     import pandas as pd
 
     rows, speakers = [], []
@@ -138,7 +140,7 @@ def evaluate(featurizers: dict[str, Embedder | None], corpus: NossCorpus, tasks=
                 for l2 in (False, True):
                     rows.append({"model": name, "task": task, "speaker_norm": norm, "l2_norm": l2,
                                  "accuracy": task_accuracy(feats, data, norm, C, l2)})
-            if task in INTRA_SPEAKER_TASKS:
+            if intra and task in INTRA_SPEAKER_TASKS:
                 for s, acc in intra_speaker_accuracies(feats, data, C=C).items():
                     speakers.append({"model": name, "task": task, "speaker": s, "accuracy": acc})
     return pd.DataFrame(rows), pd.DataFrame(speakers, columns=["model", "task", "speaker", "accuracy"])

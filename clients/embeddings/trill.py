@@ -87,6 +87,14 @@ def embedding_and_layer19(model, config: TrillConfig = TrillConfig()):
     return tf.keras.Model(model.inputs, [model.output, tf.keras.layers.Flatten(name="layer19")(inner)])
 
 
+def layer19_model(model, config: TrillConfig = TrillConfig()):
+    """The same weights with layer19 as the only output (what NOSS evaluates; one TFLite output)."""
+    import tensorflow as tf
+
+    two = embedding_and_layer19(model, config)
+    return tf.keras.Model(two.inputs, two.outputs[1])
+
+
 def layer19_dim(config: TrillConfig = TrillConfig()) -> int:
     """Size of the flattened "layer19" output (`embedding_and_layer19`) without building the model:
     the stem and the first block of every stage halve time and frequency ("same" padding)."""
