@@ -390,6 +390,7 @@ def run(cfg: StudyConfig, out_dir: Path, progress: bool = True) -> dict:
     from clients.embeddings.evaluate import keras_embedder
     from clients.embeddings.frill import build_student, distill, tflite_model
     from clients.embeddings.noss import NossCorpus
+    from clients.embeddings.distill_task import federated_batch_norm
     from clients.embeddings.personalize import intra_speaker_on_pool
     from clients.embeddings.trill import embedding_and_layer19, layer19_model
     from fl.results import write_json
@@ -478,6 +479,8 @@ def run(cfg: StudyConfig, out_dir: Path, progress: bool = True) -> dict:
         d_weights, d_summary = train_federated(dcfg, out / "federated_distill", progress)
         d_task = make_task("frill", dcfg.task, seed)
         d_student = model_with_weights(d_task, d_weights)
+        bn_devices = federated_batch_norm(d_student, dcfg.task, seed, d_weights, range(dcfg.population.size),
+                                          dcfg.client.batch_size, e.workers.num, progress)
         name = ON_DEVICE + student_name(d_task.student_config)
         rows.append({"model": name, "kind": "frill_on_device", "architecture": sc.architecture, "alpha": sc.alpha,
                      "average_pool": sc.average_pool, "bottleneck": sc.bottleneck_dim, "qat": False,
@@ -486,7 +489,8 @@ def run(cfg: StudyConfig, out_dir: Path, progress: bool = True) -> dict:
                      **on_device(d_student, representative, f.latency_invocations, phone, name)})
         featurizers[name] = keras_embedder(d_student)
         device_summary = {"model": name, "central_model": student_name(sc), "rounds": f.device_rounds,
-                          "windows_per_device": f.device_windows, "federated": d_summary}
+                          "windows_per_device": f.device_windows, "batch_norm_devices": bn_devices,
+                          "federated": d_summary}
     print("[trill-frill] NOSS evaluation", file=sys.stderr, flush=True)
     acc = noss_accuracy(featurizers, corpus, tasks, s.classifier_c)
     print("[trill-frill] intra-speaker personalization on the worker pool", file=sys.stderr, flush=True)

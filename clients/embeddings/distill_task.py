@@ -9,11 +9,13 @@ engine's devices: a device's examples are random 0.96 s crops of its own recordi
 `build_trill`'s weights in order, as ``np.savez(*model.get_weights())`` writes).  No audio and
 no teacher output leave the device; only the student's update does.
 
-Batch normalization: the engine averages trainable variables, and a batch-norm layer's moving
-mean and variance are not trainable.  So on devices the student runs in inference mode
-(``training=False``): each batch-norm layer is the affine map of its initial statistics and its
-learned scale and offset -- the same function in training, in Keras inference and as TFLite
-(where it is folded into the convolutions), whatever the devices' data.
+Batch normalization (HeteroFL's "static batch norm", Diao et al. 2021): the engine averages
+trainable variables, and a batch-norm layer's moving mean and variance are not.  Devices train
+with batch statistics (``training=True``), as the central students do; after the rounds every
+device re-estimates the global student's statistics on its own crops
+(`device_batch_norm_statistics`, frill.recalibrate_batch_norm: precise BN) and only those
+per-channel averages leave it; the server averages them, weighted by batches
+(`federated_batch_norm`), into the student that is measured and shipped.
 
 The per-example metric reported as ``accuracy`` is the cosine similarity of the student's
 output to the teacher's target.
@@ -110,9 +112,9 @@ class FrillTask(TrillTask):
         return self._teacher
 
     # -- data --------------------------------------------------------------------------
-    def device_data(self, device_id: int, num_examples: int, split: str = "train") -> dict[str, np.ndarray]:
-        """Random 0.96 s crops of the device's own sessions (``windows_per_device``, or
-        ``eval_windows`` for eval, from the eval sessions) and the teacher's outputs on them."""
+    def device_windows(self, device_id: int, split: str = "train") -> np.ndarray:
+        """Random 0.96 s crops [n, frames, 64] of the device's own sessions (``windows_per_device``,
+        or ``eval_windows`` from its eval sessions)."""
         c = self.config
         split = "train" if split == "train" else "eval"
         feats = [f if f.shape[0] >= self.window_frames else FE.windows(f, 1, self.window_frames)[0]
@@ -124,16 +126,73 @@ class FrillTask(TrillTask):
             f = feats[int(rng.integers(len(feats)))]
             t = int(rng.integers(f.shape[0] - self.window_frames + 1))
             x[i] = f[t:t + self.window_frames]
-        y = np.asarray(self.teacher().predict(x, batch_size=256, verbose=0), np.float32)
-        return {"x": x, "y": y}
+        return x
+
+    def device_data(self, device_id: int, num_examples: int, split: str = "train") -> dict[str, np.ndarray]:
+        """The device's crops (`device_windows`) and the teacher's outputs on them, computed here."""
+        x = self.device_windows(device_id, split)
+        return {"x": x, "y": np.asarray(self.teacher().predict(x, batch_size=256, verbose=0), np.float32)}
 
     # -- loss --------------------------------------------------------------------------
     def batch_loss(self, model, x, y, training):
-        """Per-window MSE to the teacher's output and the cosine similarity of the two. The
-        student runs in inference mode even when training (see the module docstring)."""
+        """Per-window MSE to the teacher's output and the cosine similarity of the two (batch
+        statistics when training; see the module docstring)."""
         import tensorflow as tf
 
-        out = model(x, training=False)
+        out = model(x, training=training)
         cos = tf.reduce_sum(tf.math.l2_normalize(out, -1) * tf.math.l2_normalize(y, -1), -1)
         return distillation_loss(y, out), cos
 
+
+
+# -- static batch norm: statistics estimated on the devices -----------------------------------
+def device_batch_norm_statistics(task_config, seed: int, weights: np.ndarray, device_ids, batch: int) -> list:
+    """On devices (one Ray task may hold several): the global student's batch-norm statistics over
+    each device's own training crops, in batches of ``batch`` (frill.recalibrate_batch_norm).
+    Per device: (batches, [(moving mean, moving variance) per layer]); nothing else leaves it."""
+    from fl.task import model_with_weights
+
+    from .frill import batch_norm_layers, recalibrate_batch_norm
+
+    task = FrillTask(task_config, seed)
+    model = model_with_weights(task, weights)
+    layers = batch_norm_layers(model)
+    out = []
+    for d in device_ids:
+        x = task.device_windows(int(d))
+        n = -(-len(x) // batch)
+        recalibrate_batch_norm(model, x, batches=n, batch=min(batch, len(x)), seed=int(d))
+        out.append((n, [(b.moving_mean.numpy().copy(), b.moving_variance.numpy().copy()) for b in layers]))
+    return out
+
+
+def federated_batch_norm(model, task_config, seed: int, weights: np.ndarray, device_ids, batch: int,
+                         num_workers: int = 0, progress: bool = True) -> int:
+    """Set ``model``'s batch-norm statistics to the devices' (`device_batch_norm_statistics`, run
+    as Ray tasks, two devices' worth of chunks per worker) averaged with weights = their batches;
+    the number of devices."""
+    import ray
+
+    from fl.device_map import map_devices
+    from fl.pool import start_ray, stop_ray
+
+    from .frill import batch_norm_layers
+
+    ids = np.asarray(list(device_ids))
+    started = not ray.is_initialized()
+    if started:
+        start_ray(num_cpus=num_workers or None)
+    try:
+        ref = ray.put(np.asarray(weights, np.float32))
+        chunks = [c for c in np.array_split(ids, max(1, min(len(ids), 2 * (num_workers or 2)))) if len(c)]
+        results = [r for chunk in map_devices(device_batch_norm_statistics,
+                                              [(task_config, seed, ref, chunk, batch) for chunk in chunks],
+                                              desc="batch-norm statistics", progress=progress) for r in chunk]
+    finally:
+        if started:
+            stop_ray()
+    total = float(sum(n for n, _ in results))
+    for i, layer in enumerate(batch_norm_layers(model)):
+        layer.moving_mean.assign(sum(n * stats[i][0] for n, stats in results) / total)
+        layer.moving_variance.assign(sum(n * stats[i][1] for n, stats in results) / total)
+    return len(results)

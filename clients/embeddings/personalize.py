@@ -12,7 +12,6 @@ the object store once; the log-mel baseline (no model) averages the device's fra
 """
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
@@ -75,8 +74,8 @@ def intra_speaker_on_pool(models: dict[str, bytes | None], corpus: NossCorpus, t
     after)."""
     import pandas as pd
     import ray
-    from tqdm import tqdm
 
+    from fl.device_map import map_devices
     from fl.pool import start_ray, stop_ray
 
     tasks = [t for t in tasks if t in INTRA_SPEAKER_TASKS]
@@ -87,23 +86,16 @@ def intra_speaker_on_pool(models: dict[str, bytes | None], corpus: NossCorpus, t
     if started:
         start_ray(num_cpus=num_workers or None)
     try:
-        remote = ray.remote(num_cpus=1)(_personalize_chunk)
         cfg = corpus.config
         refs = {name: (None if fb is None else ray.put(fb)) for name, fb in models.items()}
         shards = {t: ray.put(speaker_shards(corpus, t)) for t in tasks}
-        futures = [(name, remote.remote(refs[name], shards[t], cfg.window_frames, cfg.window_hop, C))
-                   for name in models for t in tasks]
-        rows = []
-        bar = tqdm(total=len(futures), desc="intra-speaker", unit="model-task", disable=not progress,
-                   file=sys.stderr, dynamic_ncols=True)
-        for name, fut in futures:  # in submission order: the table is deterministic
-            rows += [{"model": name, **r} for r in ray.get(fut)]
-            bar.update(1)
-        bar.close()
+        calls = [(refs[name], shards[t], cfg.window_frames, cfg.window_hop, C) for name in models for t in tasks]
+        results = map_devices(_personalize_chunk, calls, desc="intra-speaker", progress=progress)
     finally:
         if started:
             stop_ray()
-    return pd.DataFrame(rows, columns=columns)
+    names = [name for name in models for _ in tasks]
+    return pd.DataFrame([{"model": name, **r} for name, chunk in zip(names, results) for r in chunk], columns=columns)
 
 
 def _personalize_chunk(flatbuffer, shards, window_frames, window_hop, C):

@@ -1,6 +1,6 @@
 """FRILL distilled on devices (task "frill"): a device's examples are crops of its own audio with
-the teacher's outputs computed there; bad configs are refused by name; the student trains in
-inference mode, so what the engine averages is the whole model; rounds run through the engine."""
+the teacher's outputs computed there; bad configs are refused by name; batch-norm statistics are
+estimated on the devices and averaged; rounds run through the engine."""
 import numpy as np
 import pytest
 
@@ -82,7 +82,7 @@ def test_a_teacher_that_does_not_fit_or_is_missing_is_refused(tmp_path):
         FrillTask(FrillTask.Config(**TINY), seed=5).device_data(0, 0)
 
 
-def test_loss_is_the_mse_and_training_does_not_use_batch_statistics(tmp_path):
+def test_loss_is_the_mse_with_batch_statistics_when_training(tmp_path):
     import tensorflow as tf
 
     _, path = _teacher(tmp_path)
@@ -90,13 +90,35 @@ def test_loss_is_the_mse_and_training_does_not_use_batch_statistics(tmp_path):
     model = task.build_model()
     data = task.device_data(0, 0)
     x, y = tf.constant(data["x"]), tf.constant(data["y"])
-    loss, cos = task.batch_loss(model, x, y, True)
-    out = model(x, training=False).numpy()
-    np.testing.assert_allclose(loss.numpy(), ((data["y"] - out) ** 2).mean(1), rtol=1e-5)
-    assert cos.shape == (10,) and np.all(np.abs(cos.numpy()) <= 1 + 1e-5)
-    # one example's output does not depend on the others in its batch (no batch statistics)
-    one, _ = task.batch_loss(model, x[:1], y[:1], True)
-    np.testing.assert_allclose(one.numpy(), loss.numpy()[:1], rtol=1e-4)
+    for training in (True, False):
+        loss, cos = task.batch_loss(model, x, y, training)
+        out = model(x, training=training).numpy()
+        np.testing.assert_allclose(loss.numpy(), ((data["y"] - out) ** 2).mean(1), rtol=1e-5)
+        assert cos.shape == (10,) and np.all(np.abs(cos.numpy()) <= 1 + 1e-5)
+    np.testing.assert_array_equal(task.device_windows(0), data["x"])
+
+
+def test_batch_norm_statistics_are_the_devices_averaged(tmp_path):
+    """Static batch norm: each device estimates the global student's statistics on its own crops;
+    the server's are their average weighted by batches, whatever the Ray workers' order."""
+    from clients.embeddings.distill_task import device_batch_norm_statistics, federated_batch_norm
+    from clients.embeddings.frill import batch_norm_layers
+
+    _, path = _teacher(tmp_path)
+    task = _task(path)
+    model = task.build_model()
+    weights = np.concatenate([v.numpy().ravel() for v in model.trainable_variables])
+    per_device = device_batch_norm_statistics(task.config, 5, weights, [0, 1, 2], 4)
+    assert [n for n, _ in per_device] == [3, 3, 3]  # 10 crops in batches of 4
+    own = device_batch_norm_statistics(task.config, 5, weights, [1], 4)[0][1]
+    np.testing.assert_allclose(own[0][0], per_device[1][1][0][0], rtol=1e-6)  # a device's own figures
+    assert not np.allclose(per_device[0][1][0][0], per_device[1][1][0][0])    # devices differ
+    assert federated_batch_norm(model, task.config, 5, weights, [0, 1, 2], 4, num_workers=2, progress=False) == 3
+    for i, layer in enumerate(batch_norm_layers(model)):
+        np.testing.assert_allclose(layer.moving_mean.numpy(), np.mean([s[i][0] for _, s in per_device], 0),
+                                   rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(layer.moving_variance.numpy(), np.mean([s[i][1] for _, s in per_device], 0),
+                                   rtol=1e-4, atol=1e-6)
 
 
 def test_rounds_through_the_engine_move_the_student_toward_the_teacher(tmp_path):
