@@ -9,6 +9,25 @@ in submission order, so the outcome does not depend on which worker finishes fir
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
+
+
+@contextmanager
+def ray_running(num_workers: int = 0):
+    """A Ray to put shared values in and run tasks on: the running one, or a local one with
+    ``num_workers`` CPUs (0: all) started here and stopped on exit."""
+    import ray
+
+    from fl.pool import start_ray, stop_ray
+
+    started = not ray.is_initialized()
+    if started:
+        start_ray(num_cpus=num_workers or None)
+    try:
+        yield
+    finally:
+        if started:
+            stop_ray()
 
 
 def map_devices(fn, calls: list[tuple], num_workers: int = 0, desc: str = "devices", progress: bool = True
@@ -19,14 +38,9 @@ def map_devices(fn, calls: list[tuple], num_workers: int = 0, desc: str = "devic
     import ray
     from tqdm import tqdm
 
-    from fl.pool import start_ray, stop_ray
-
     if not calls:
         return []
-    started = not ray.is_initialized()
-    if started:
-        start_ray(num_cpus=num_workers or None)
-    try:
+    with ray_running(num_workers):
         remote = ray.remote(num_cpus=1)(fn)
         futures = [remote.remote(*args) for args in calls]
         out = []
@@ -35,6 +49,3 @@ def map_devices(fn, calls: list[tuple], num_workers: int = 0, desc: str = "devic
                 out.append(ray.get(fut))
                 bar.update(1)
         return out
-    finally:
-        if started:
-            stop_ray()

@@ -173,24 +173,17 @@ def federated_batch_norm(model, task_config, seed: int, weights: np.ndarray, dev
     the number of devices."""
     import ray
 
-    from fl.device_map import map_devices
-    from fl.pool import start_ray, stop_ray
+    from fl.device_map import map_devices, ray_running
 
     from .frill import batch_norm_layers
 
     ids = np.asarray(list(device_ids))
-    started = not ray.is_initialized()
-    if started:
-        start_ray(num_cpus=num_workers or None)
-    try:
+    with ray_running(num_workers):
         ref = ray.put(np.asarray(weights, np.float32))
         chunks = [c for c in np.array_split(ids, max(1, min(len(ids), 2 * (num_workers or 2)))) if len(c)]
         results = [r for chunk in map_devices(device_batch_norm_statistics,
                                               [(task_config, seed, ref, chunk, batch) for chunk in chunks],
                                               desc="batch-norm statistics", progress=progress) for r in chunk]
-    finally:
-        if started:
-            stop_ray()
     total = float(sum(n for n, _ in results))
     for i, layer in enumerate(batch_norm_layers(model)):
         layer.moving_mean.assign(sum(n * stats[i][0] for n, stats in results) / total)

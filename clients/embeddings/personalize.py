@@ -75,25 +75,18 @@ def intra_speaker_on_pool(models: dict[str, bytes | None], corpus: NossCorpus, t
     import pandas as pd
     import ray
 
-    from fl.device_map import map_devices
-    from fl.pool import start_ray, stop_ray
+    from fl.device_map import map_devices, ray_running
 
     tasks = [t for t in tasks if t in INTRA_SPEAKER_TASKS]
     columns = ["model", "task", "speaker", "accuracy", "train_clips", "test_clips", "compute_s"]
     if not tasks or not models:
         return pd.DataFrame(columns=columns)
-    started = not ray.is_initialized()
-    if started:
-        start_ray(num_cpus=num_workers or None)
-    try:
+    with ray_running(num_workers):
         cfg = corpus.config
         refs = {name: (None if fb is None else ray.put(fb)) for name, fb in models.items()}
         shards = {t: ray.put(speaker_shards(corpus, t)) for t in tasks}
         calls = [(refs[name], shards[t], cfg.window_frames, cfg.window_hop, C) for name in models for t in tasks]
         results = map_devices(_personalize_chunk, calls, desc="intra-speaker", progress=progress)
-    finally:
-        if started:
-            stop_ray()
     names = [name for name in models for _ in tasks]
     return pd.DataFrame([{"model": name, **r} for name, chunk in zip(names, results) for r in chunk], columns=columns)
 
