@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | md5sum | cut -c1-12)
 
-.PHONY: demo test test-all bench bench-peers setup clean chromium
+.PHONY: demo test test-all docs docs-serve bench bench-peers setup clean chromium
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "fedpop needs Python 3.11 ($(PYTHON) not found; set PYTHON=...)"; exit 1; }
@@ -24,11 +24,19 @@ chromium:
 	@command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+# tests/docs builds the docs site with --strict too, so a broken link or API reference fails `make test`
 test: $(STAMP) chromium
 	$(PY) -m pytest -q -m "not slow" --durations=10
 
 test-all: $(STAMP) chromium
 	$(PY) -m pytest -q --durations=10
+
+# the documentation site (docs/, mkdocs.yml) into site/; warnings are errors
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 bench: $(STAMP)
 	mkdir -p bench
@@ -55,4 +63,4 @@ bench-peers: $(STAMP) $(PEERS_STAMP)
 	$(VENV)/bin/fedpop bench peers --out bench/peers.json
 
 clean:
-	rm -rf $(VENV) $(PEERS_VENV) runs
+	rm -rf $(VENV) $(PEERS_VENV) runs site
