@@ -11,8 +11,10 @@
         state, metrics = process.next(state)
     process.rounds, process.clients                     # pandas DataFrames
 
-See README.md ("Python API") for the user's own dataset, stateful personalization
-algorithms and callbacks.
+A population built from the user's own dataset (``data=``: `FederatedData`, a DataFrame,
+LEAF JSON or a TFF ClientData) is always available by default; ``population.availability:
+phone`` switches on the phone-like availability, dropout and clock model.  Rounds that
+cannot do what was asked warn once per cause (`RunWarning`).
 """
 import os
 
@@ -23,9 +25,11 @@ from fedpop.api import Process, build_process  # noqa: E402
 from fl.callbacks import (Callback, Checkpointer, EarlyStopping, Lambda, ProgressBar, Recorder,  # noqa: E402
                           TensorBoard)
 from fl.config import Config, ConfigError, load_config  # noqa: E402
-from fl.data import FederatedData  # noqa: E402
+from fl.data import FederatedData, as_federated_data  # noqa: E402
+from fl.notices import RunWarning  # noqa: E402
 from fl.task import Task, TaskError, register_task  # noqa: E402
 
-__all__ = ["Task", "TaskError", "register_task", "build_process", "Process", "FederatedData", "Config",
+__all__ = ["Task", "TaskError", "register_task", "build_process", "Process", "FederatedData", "as_federated_data",
+           "RunWarning", "Config",
            "ConfigError", "load_config", "Callback", "Recorder", "Checkpointer", "ProgressBar", "EarlyStopping",
            "Lambda", "TensorBoard"]

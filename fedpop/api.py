@@ -32,13 +32,15 @@ def _nested(flat: dict) -> dict:
 def make_config(task=None, config=None, data=None) -> Config:
     """A validated `Config` from None, a dict (nested sections and/or dotted keys), a YAML
     path or a `Config`; ``task`` (a class, registered name or import path) and ``data``
-    (`FederatedData`: it fixes the population's size and example counts) are folded in."""
+    (a `FederatedData`: it fixes the population's size and example counts) are folded in."""
     if config is None:
         raw = {}
     elif isinstance(config, Config):
         raw = config.to_dict()
     elif isinstance(config, (str, Path)):
-        raw = yaml.safe_load(Path(config).read_text()) or {}
+        from fl.config import read_yaml, resolve_data_paths
+
+        raw = resolve_data_paths(read_yaml(config), Path(config).parent)
     elif isinstance(config, dict):
         raw = _nested(config)
     else:
@@ -55,14 +57,28 @@ def build_process(task, config=None, *, data=None, callbacks=()) -> "Process":
     """The federated training process for ``task`` (a `fedpop.Task` subclass, a registered
     name such as "charlm", or "package.module:Class") under ``config``.
 
-    ``data``: a `fedpop.FederatedData`; it defines the population (one device per client).
+    ``data``: a `fedpop.FederatedData`, or what `FederatedData` reads (a pandas DataFrame with
+    a ``client_id`` column, a TFF ``ClientData``, LEAF JSON, a parquet/CSV path); else the
+    config's ``data`` section, if any. It defines the population (one device per client).
     ``callbacks``: `fedpop.Callback` objects called after every ``next``.
     Use it as a context manager (``with build_process(...) as process:``) or call
     ``start()`` / ``close()``.  Bad config keys or a task missing a required method raise
     `fedpop.ConfigError` here, before anything starts."""
+    from fl.data import FederatedData, as_federated_data
     from fl.task import TaskError, check_task, resolve_task
 
+    if data is not None:
+        try:
+            data = as_federated_data(data)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"bad data: {e}") from None
     cfg = make_config(task, config, data)
+    if data is None and cfg.data.format != "none":  # read here: a bad file fails before anything starts
+        try:
+            data = FederatedData.from_config(cfg.data, cfg.experiment.seed)
+        except (ValueError, OSError) as e:
+            raise ConfigError(f"bad value for 'data': {e}") from None
+        cfg = make_config(task, cfg, data)
     try:
         check_task(resolve_task(task if task is not None else cfg.experiment.task), needs_data=data is None)
     except TaskError as e:
@@ -154,6 +170,17 @@ class Process:
     def clients(self) -> pd.DataFrame:
         h = self._recorder.history
         df = h.clients if h is not None else pd.DataFrame()
+        if self.data is not None and len(df):
+            df = df.assign(client_id=[self.data.client_ids[int(d)] for d in df["device_id"]])
+        return df
+
+    @property
+    def coverage(self) -> pd.DataFrame:
+        """One row per device trained so far (its report accepted in a round that updated the
+        model): ``device_id``, ``rounds`` (how many such rounds), and ``client_id`` with a
+        federated dataset. ``process.rounds["clients_trained"]`` counts them round by round."""
+        h = self._recorder.history
+        df = h.coverage() if h is not None else pd.DataFrame({"device_id": [], "rounds": []})
         if self.data is not None and len(df):
             df = df.assign(client_id=[self.data.client_ids[int(d)] for d in df["device_id"]])
         return df

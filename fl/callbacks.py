@@ -74,7 +74,8 @@ class Checkpointer(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar over the rounds, with the round's loss and report counts; warnings printed."""
+    """A tqdm bar over the rounds, with the round's loss, report counts and distinct clients
+    trained so far (the process itself warns about rounds without an update, once per cause)."""
 
     def __init__(self, total: int, desc: str = "rounds"):
         self.total, self.desc, self.bar = total, desc, None
@@ -86,12 +87,9 @@ class ProgressBar(Callback):
                         dynamic_ncols=True)
 
     def on_round_end(self, process, state, output):
-        from tqdm import tqdm
-
         m = output.metrics
-        if m.get("message"):
-            tqdm.write(f"warning: {m['message']}", file=sys.stderr)
-        self.bar.set_postfix(loss=f"{m['train_loss']:.3f}", ok=m["accepted"], drop=m["dropped"])
+        self.bar.set_postfix(loss=f"{m['train_loss']:.3f}", ok=m["accepted"], drop=m["dropped"],
+                             **({"clients": m["clients_trained"]} if "clients_trained" in m else {}))
         self.bar.update(1)
 
     def on_train_end(self, process, state):

@@ -4,6 +4,9 @@ Bonawitz et al. 2019, "Towards Federated Learning at Scale", sec. 2: the server 
 ~130% of the goal count among checked-in devices, accepts the first `goal` reports
 that arrive before the deadline and ignores the rest (stragglers); devices that go
 away mid-round (no longer idle/charging/unmetered) are dropouts.
+
+An always-available population (``population.availability``) has none of that: each
+round samples ``goal`` devices uniformly without replacement and all of them report.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from fl.population import Population
 from fl.seeding import rng_for
 
 ACCEPTED, DROPPED, STRAGGLER, FAILED, REJECTED = "accepted", "dropped", "straggler", "failed", "rejected"
+# an evaluated device whose loss or metric is NaN/Inf: left out of the round's evaluation
+NONFINITE = "nonfinite"
 
 
 @dataclass
@@ -57,11 +62,15 @@ def plan_round(pop: Population, cfg: CohortSection, round_num: int, seed: int, e
     """Select an over-sized cohort and run the simulated clock for it."""
     t_start = cfg.start_hour_utc * 3600.0 + round_num * cfg.round_interval_s
     rng = rng_for(seed, "cohort", round_num)
+    c = pop.columns
+    if pop.always_available:
+        ids = np.sort(rng.choice(pop.size, size=min(cfg.goal, pop.size), replace=False)).astype(np.int64)
+        duration = _duration(c, ids, epochs, model_bytes)
+        status = np.full(len(ids), ACCEPTED, dtype=object)
+        return RoundPlan(round_num, t_start, ids, status, duration, float(duration.max(initial=0.0)))
     want = int(np.ceil(cfg.goal * cfg.over_selection))
     ids = select_cohort(pop, want, t_start, rng)
-    c = pop.columns
-    compute = epochs * c["num_examples"][ids] / c["compute_speed"][ids]
-    duration = model_bytes / c["down_bps"][ids] + compute + model_bytes / c["up_bps"][ids]
+    duration = _duration(c, ids, epochs, model_bytes)
     hazard = c["dropout_per_hour"][ids] / 3600.0
     leave_at = rng.exponential(1.0, len(ids)) / np.maximum(hazard, 1e-12)
     finish = np.where(leave_at < duration, np.inf, duration)
@@ -72,3 +81,9 @@ def plan_round(pop: Population, cfg: CohortSection, round_num: int, seed: int, e
     status[first] = ACCEPTED
     sim_seconds = float(finish[first].max()) if len(first) == cfg.goal else cfg.deadline_s
     return RoundPlan(round_num, t_start, ids, status, finish, sim_seconds)
+
+
+def _duration(c: dict, ids: np.ndarray, epochs: int, model_bytes: int) -> np.ndarray:
+    """Seconds each device needs: download + compute (examples x epochs / speed) + upload."""
+    compute = epochs * c["num_examples"][ids] / c["compute_speed"][ids]
+    return model_bytes / c["down_bps"][ids] + compute + model_bytes / c["up_bps"][ids]

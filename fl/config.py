@@ -35,6 +35,15 @@ class ExperimentSection:
 
 @dataclass
 class PopulationSection:
+    # who can be picked for a round. phone: the phone-like model of Bonawitz et al. 2019 --
+    # devices check in at local night with probability eligible_prob, drop out at
+    # dropout_per_hour, and the cohort is over-selected and cut at the report deadline.
+    # always: every device is available in every round and reports; each round samples
+    # cohort.goal devices uniformly without replacement (over_selection, deadline_s and the
+    # keys below the examples_* ones apply only to phone). auto: always for a population
+    # built from a user's dataset (fedpop.FederatedData, the data section), phone for a
+    # simulated one
+    availability: str = choice("auto", "auto", "always", "phone")
     size: int = bounded(2000, 1)
     examples_median: float = bounded(60.0, 1)
     examples_sigma: float = bounded(0.5, 0)
@@ -153,6 +162,26 @@ class FaultsSection:
 
 
 @dataclass
+class DataSection:
+    """A user's federated dataset read from files (fl/data.py); it defines the population:
+    one device per client, each with that client's training-set size."""
+    # none: the task makes each device's data (Task.device_data). table: a parquet or CSV file
+    # with one row per example and a client-id column. leaf: LEAF's JSON layout (users,
+    # num_samples, user_data), one file or a directory of them. tff: a TFF ClientData that the
+    # function named by ``loader`` returns
+    format: str = choice("none", "none", "table", "leaf", "tff")
+    path: str = ""  # table/leaf: the training file (leaf: or a directory of .json files)
+    eval_path: str = ""  # the held-out split in the same format; "" holds out eval_fraction of each client
+    eval_fraction: float = bounded(0.2, 0, 0.9)
+    client_column: str = "client_id"  # table: the column naming each example's client
+    x_columns: tuple[str, ...] = ()  # table: feature columns (() = every column but client and label)
+    y_column: str = "y"  # table: the label column
+    x_key: str = "x"  # tff: the feature and label keys of a ClientData element
+    y_key: str = "y"
+    loader: str = ""  # tff: "package.module:function" returning a ClientData, or a (train, eval) pair
+
+
+@dataclass
 class Config:
     experiment: ExperimentSection = field(default_factory=ExperimentSection)
     population: PopulationSection = field(default_factory=PopulationSection)
@@ -163,6 +192,7 @@ class Config:
     eval: EvalSection = field(default_factory=EvalSection)
     workers: WorkersSection = field(default_factory=WorkersSection)
     faults: FaultsSection = field(default_factory=FaultsSection)
+    data: DataSection = field(default_factory=DataSection)
     task: Any = None  # the task's own dataclass, chosen by experiment.task
 
     def to_dict(self) -> dict:
@@ -280,19 +310,21 @@ def load_config(raw: dict | None = None, overrides: list[str] | None = None, tas
         task_cls = resolve_task(task if task is not None else kwargs["experiment"].task)
     except TaskError as e:
         raise ConfigError(f"bad value for 'experiment.task': {e}") from None
-    if task_cls.Config is None:
+    task_config = getattr(task_cls, "Config", None)  # (the task contract: no Config = no keys)
+    if task_config is None:
         if data.get("task"):
             raise ConfigError(f"unknown key 'task.{next(iter(data['task']))}' (task "
                               f"{kwargs['experiment'].task} has no config keys)")
         kwargs["task"] = None
     else:
-        kwargs["task"] = build_section(task_cls.Config, data.get("task"), "task.")
+        kwargs["task"] = build_section(task_config, data.get("task"), "task.")
     cfg = Config(**kwargs)
     if cfg.cohort.min_reports > cfg.cohort.goal:
         raise ConfigError(f"bad value for 'cohort.min_reports': {cfg.cohort.min_reports} "
                           f"(allowed range [1, cohort.goal={cfg.cohort.goal}])")
     if cfg.population.examples_min > cfg.population.examples_max:
         raise ConfigError("bad value for 'population.examples_min': must be <= population.examples_max")
+    _check_data(cfg.data)
     if cfg.client.algorithm == "fedprox" and cfg.client.prox_mu <= 0:
         raise ConfigError("bad value for 'client.prox_mu': fedprox needs prox_mu > 0")
     if cfg.client.algorithm == "scaffold" and cfg.client.optimizer != "sgd":
@@ -312,6 +344,18 @@ def load_config(raw: dict | None = None, overrides: list[str] | None = None, tas
                           "[clip, secure_sum, dp_mean] for central DP on the secure sum)")
     _check_chain(cfg)
     return cfg
+
+
+def _check_data(data: DataSection) -> None:
+    """The data section names what its format needs."""
+    if data.format in ("table", "leaf") and not data.path:
+        raise ConfigError(f"bad value for 'data.path': data.format={data.format} needs a file to read")
+    if data.format == "tff" and ":" not in data.loader:
+        raise ConfigError(f"bad value for 'data.loader': {data.loader!r} (data.format=tff needs an import path "
+                          "'package.module:function' returning a TFF ClientData)")
+    if data.format == "none" and (data.path or data.eval_path or data.loader):
+        raise ConfigError("bad value for 'data.format': 'none' with data.path/eval_path/loader set "
+                          "(allowed: table, leaf, tff)")
 
 
 def _check_chain(cfg) -> None:
@@ -369,6 +413,22 @@ def _check_secagg(cfg) -> None:
     except SecAggConfigError as e:
         raise ConfigError(f"bad value for 'aggregator.secagg_corrupt_fraction' / 'secagg_dropout_rate' with "
                           f"cohort.goal={cfg.cohort.goal}: {e}") from None
+
+
+def resolve_data_paths(raw: dict, base_dir) -> dict:
+    """``raw`` with its relative ``data.path`` / ``data.eval_path`` made absolute against
+    ``base_dir`` (a YAML file's folder: a file names its data relative to itself)."""
+    from pathlib import Path
+
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return raw
+    fixed = dict(data)
+    for key in ("path", "eval_path"):
+        value = fixed.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            fixed[key] = str((Path(base_dir) / value).resolve())
+    return {**raw, "data": fixed}
 
 
 def read_yaml(path) -> dict:

@@ -57,8 +57,15 @@ class WorkerPool:
         self._cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=0)(DeviceWorker)
         self.retry_crashed = retry_crashed
         self.actors = [self._start(i) for i in range(num_workers)]
-        ray.get([a.ping.remote() for a in self.actors])  # wait until every model is built
+        pings = ray.get([a.ping.remote() for a in self.actors])  # wait until every model is built
         self.replaced = 0
+        failed = next((p["setup_error"] for p in pings if p.get("setup_error")), None)
+        if failed:
+            from fl.task import TaskError
+
+            self.shutdown()
+            raise TaskError(f"the task could not be set up on a worker (constructor, build_model or example_spec): "
+                            f"{failed['error']}\n{failed['traceback']}")
 
     def _start(self, index: int):
         return self._cls.remote(self.config, index, self.cpus, **self._setup)

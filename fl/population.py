@@ -1,8 +1,12 @@
 """A population of simulated phones stored as numpy columns (1M devices in ~40 MB).
 
-Availability follows Bonawitz et al. 2019, "Towards Federated Learning at Scale":
-devices check in when idle, charging and on an unmetered network, mostly during the
-local night, so the eligible population follows the sun.
+Two availability models (``population.availability``):
+
+- phone (Bonawitz et al. 2019, "Towards Federated Learning at Scale"): devices check in
+  when idle, charging and on an unmetered network, mostly during the local night, so the
+  eligible population follows the sun; devices drop out at a per-device hazard;
+- always: every device is eligible at every moment and never drops out (a user's own
+  dataset, where every client is expected to take part; the default for one).
 """
 from __future__ import annotations
 
@@ -22,16 +26,24 @@ LOCALES = (
 class Population:
     """Device traits as columns; index = device id. Built vectorized from (seed, config)."""
 
-    def __init__(self, columns: dict[str, np.ndarray], config: PopulationSection, seed: int):
+    def __init__(self, columns: dict[str, np.ndarray], config: PopulationSection, seed: int,
+                 always_available: bool = False):
         self.columns = columns
         self.config = config
         self.seed = seed
         self.size = len(columns["locale"])
+        self.always_available = always_available
+
+    @property
+    def availability(self) -> str:
+        """The model in force: "always" or "phone" (``population.availability`` "auto" resolved)."""
+        return "always" if self.always_available else "phone"
 
     @classmethod
     def build(cls, config: PopulationSection, seed: int, num_examples: np.ndarray | None = None) -> "Population":
         """Simulated devices; ``num_examples`` (a user's federated dataset's client sizes,
-        fl/data.py) fixes the device count and example counts, the rest stays simulated."""
+        fl/data.py) fixes the device count and example counts, the rest stays simulated.
+        ``config.availability`` "auto" is "always" with ``num_examples``, else "phone"."""
         n = config.size if num_examples is None else len(num_examples)
         rng = rng_for(seed, "population")
         shares = np.array([s for _, _, s in LOCALES])
@@ -51,13 +63,18 @@ class Population:
                                               8 * (1 - config.eligible_prob) + 1e-3, n), 0, 1).astype(np.float32),
             "dropout_per_hour": rng.gamma(2.0, config.dropout_per_hour / 2.0, n).astype(np.float32),
         }
-        return cls(cols, config, seed)
+        mode = getattr(config, "availability", "phone")
+        always = mode == "always" or (mode == "auto" and num_examples is not None)
+        return cls(cols, config, seed, always_available=always)
 
     def __len__(self) -> int:
         return self.size
 
     def eligible(self, device_ids: np.ndarray, t_sim: float) -> np.ndarray:
-        """Whether devices are idle, charging and unmetered at simulated time t (seconds)."""
+        """Whether devices are idle, charging and unmetered at simulated time t (seconds)
+        (always true when the population is always available)."""
+        if self.always_available:
+            return np.ones(len(device_ids), bool)
         c = self.columns
         local_h = (t_sim / 3600.0 + c["tz_offset_h"][device_ids]) % 24.0
         since_start = (local_h - c["night_start_h"][device_ids]) % 24.0

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fl import aggregators, algorithms, optimizers
-from fl.cohort import ACCEPTED, DROPPED, FAILED, REJECTED, STRAGGLER, plan_round, select_cohort
+from fl.cohort import ACCEPTED, DROPPED, FAILED, NONFINITE, REJECTED, STRAGGLER, plan_round, select_cohort
 from fl.config import Config
 from fl.memory import rss_mb
+from fl.notices import WarnOnce
 from fl.population import Population
 from fl.summation import RoundNotPossible, summation_of
 from fl.seeding import rng_for, seed_words
@@ -49,6 +50,8 @@ class FederatedProcess:
         self.state_store, self._temp_state = state_store, None
         self.summation = summation_of(self.aggregator)  # plain, stacked or secure (fl/summation.py)
         self.last_eval_clients: list[dict] = []
+        self.warn = WarnOnce()  # RunWarnings, once per cause
+        self.data = None  # the user's fl.data.FederatedData when it defines the population (fl.runner.engine)
 
     def use_state_dir(self, path, fresh: bool) -> None:
         """Keep device state (stateful algorithms) under ``path``; ``fresh`` clears it (a new run)."""
@@ -94,6 +97,8 @@ class FederatedProcess:
                           model_bytes=4 * state.weights.size)
         ex = self.population.columns["num_examples"]
         ids = plan.accepted_ids
+        if len(plan.device_ids) < cfg.cohort.goal:
+            self.warn("small-pool", self._small_pool_message(r, len(plan.device_ids)))
         # the largest weight one report can carry (a secure sum sizes its quantizer by it)
         max_w = cfg.population.examples_max * cfg.client.epochs if cfg.aggregator.weighting == "examples" else 1.0
         try:
@@ -144,6 +149,13 @@ class FederatedProcess:
         elif reports < cfg.cohort.min_reports:
             metrics["message"] = (f"round {r} made no update: only {reports} devices reported, "
                                   f"cohort.min_reports is {cfg.cohort.min_reports}")
+        if metrics["message"]:
+            failed = [rec for rec in clients if rec["status"] == FAILED]
+            if failed:
+                metrics["message"] += (f"; {len(failed)} devices failed, the first (device {failed[0]['device_id']}) "
+                                       f"with {failed[0]['error']}")
+            cause = "failed" if failed else "summation" if sum_error else "reports"
+            self.warn(f"no-update-{cause}", metrics["message"])
         else:
             round_seed = int(np.random.SeedSequence(seed_words(cfg.experiment.seed, "aggregate", r)).generate_state(1)[0])
             round_info = {"selected": len(plan.device_ids), "client_info": sums}
@@ -171,6 +183,15 @@ class FederatedProcess:
         metrics["wall_s"] = time.perf_counter() - t0
         return new_state, RoundOutput(metrics, clients)
 
+    def _small_pool_message(self, r: int, selected: int) -> str:
+        goal = self.cfg.cohort.goal
+        if self.population.always_available:
+            return (f"round {r}: the population has {self.population.size} devices, fewer than cohort.goal={goal}; "
+                    f"every round trains all {selected}")
+        return (f"round {r}: only {selected} devices were eligible, fewer than cohort.goal={goal}, under the "
+                "phone-like availability model (population.availability=phone: eligible_prob, night_start_hour, "
+                "night_hours, dropout_per_hour); population.availability=always makes every device available")
+
     def evaluate(self, state: ServerState) -> dict:
         """Federated evaluation on a fresh cohort's held-out data, example-weighted."""
         cfg = self.cfg
@@ -185,8 +206,16 @@ class FederatedProcess:
         self.last_eval_clients = sorted((rec for res in results for rec in res["records"]),
                                         key=lambda rec: rec["device_id"])
         n = max(s.get("examples", 0.0), 1.0)
-        out = {"eval_loss": s.get("loss_sum", np.nan) / n, "eval_accuracy": s.get("correct_sum", np.nan) / n,
-               "eval_devices": int(sum(r["status"] == ACCEPTED for r in self.last_eval_clients))}
+        nonfinite = int(sum(r["status"] == NONFINITE for r in self.last_eval_clients))
+        # devices with a non-finite loss or metric are left out of the sums (in the workers)
+        out = {"eval_loss": s.get("loss_sum", np.nan) / n if s.get("examples") else np.nan,
+               "eval_accuracy": s.get("correct_sum", np.nan) / n if s.get("examples") else np.nan,
+               "eval_devices": int(sum(r["status"] == ACCEPTED for r in self.last_eval_clients)),
+               "eval_nonfinite": nonfinite}
+        if nonfinite:
+            self.warn("eval-nonfinite", f"evaluation after round {state.round - 1}: {nonfinite} of "
+                      f"{len(self.last_eval_clients)} devices had a non-finite loss or metric (NaN/Inf); they are "
+                      "left out of eval_loss/eval_accuracy (status 'nonfinite' in the clients table)")
         if self.algorithm is not None and self.algorithm.personalizes:
             pn = s.get("personalized_examples", 0.0)
             out.update(eval_personalized_loss=s.get("personalized_loss_sum", np.nan) / pn if pn else np.nan,

@@ -12,15 +12,19 @@ import json
 import math
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 # phase: "train" (a training round's cohort) or "eval" (federated evaluation after that round);
+# status: accepted, dropped, straggler, failed, rejected (a non-finite update), nonfinite (an
+# evaluation with a NaN/Inf loss or metric, left out of the round's evaluation);
+# error: one line; traceback: the failing device's Python traceback ("" when none);
 # personalized_*: the device's own model (ditto, fedper) on its held-out data, eval rows only
 CLIENT_COLUMNS = ["round", "device_id", "status", "examples", "loss", "accuracy", "error", "compute_s", "phase",
-                  "personalized_loss", "personalized_accuracy"]
+                  "personalized_loss", "personalized_accuracy", "traceback"]
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
@@ -82,19 +86,47 @@ class TensorBoardWriter:
 
 
 class History:
-    """Rounds and client rows in memory, as the DataFrames the CLI writes to parquet."""
+    """Rounds and client rows in memory, as the DataFrames the CLI writes to parquet.
+
+    Coverage: a device counts as trained in a round when its report was accepted in a round
+    that updated the model; each round's ``clients_trained`` is the number of distinct
+    devices trained so far, and `coverage` gives the rounds each device was trained in."""
 
     def __init__(self):
         self.rounds: list[dict] = []
         self._client_parts: list[pd.DataFrame] = []
         self._clients: pd.DataFrame | None = None
+        self._trained: Counter = Counter()
 
     def add_round(self, metrics: dict, clients: list[dict]) -> pd.DataFrame:
-        self.rounds.append(metrics)
         new = pd.DataFrame(clients).reindex(columns=CLIENT_COLUMNS)
+        new["traceback"] = new["traceback"].fillna("").astype(str)
+        self._tally(new, bool(metrics.get("updated", True)))
+        metrics["clients_trained"] = len(self._trained)
+        self.rounds.append(metrics)
         self._client_parts.append(new)
         self._clients = None
         return new
+
+    def _tally(self, part: pd.DataFrame, updated: bool) -> None:
+        if updated and len(part):
+            trained = part[(part["phase"] == "train") & (part["status"] == "accepted")]
+            self._trained.update(int(d) for d in trained["device_id"])
+
+    def coverage(self) -> pd.DataFrame:
+        """One row per device trained at least once: ``device_id`` and ``rounds`` (how many
+        updating rounds accepted its report), by device id."""
+        ids = sorted(self._trained)
+        return pd.DataFrame({"device_id": np.asarray(ids, np.int64),
+                             "rounds": np.asarray([self._trained[d] for d in ids], np.int64)})
+
+    def coverage_summary(self, population: int) -> dict:
+        """Distinct devices trained, their share of the population, and rounds per trained device."""
+        rounds = np.asarray(list(self._trained.values()), np.float64)
+        per = ({"min": int(rounds.min()), "median": float(np.median(rounds)), "mean": float(rounds.mean()),
+                "max": int(rounds.max())} if len(rounds) else {"min": 0, "median": 0.0, "mean": 0.0, "max": 0})
+        return {"clients_trained": len(self._trained), "population": int(population),
+                "fraction_trained": len(self._trained) / max(int(population), 1), "rounds_per_client": per}
 
     @property
     def clients(self) -> pd.DataFrame:
@@ -121,11 +153,15 @@ class RunRecorder(History):
         if start_round > 0:  # resuming: keep exactly the rounds the checkpoint covers
             self.rounds = [r for r in pd.read_parquet(self.dir / "rounds.parquet").to_dict("records")
                            if r["round"] < start_round]
+        updated = {int(r["round"]): bool(r.get("updated", True)) for r in self.rounds}
         for part in sorted(self.clients_dir.glob("round-*.parquet")):
-            if int(part.stem.split("-")[1]) >= start_round:
+            r = int(part.stem.split("-")[1])
+            if r >= start_round:
                 part.unlink()  # written after the checkpoint: the resumed run redoes that round
             else:
-                self._client_parts.append(pd.read_parquet(part))
+                df = pd.read_parquet(part)
+                self._client_parts.append(df)
+                self._tally(df, updated.get(r, True))
 
     def add_round(self, metrics: dict, clients: list[dict]) -> pd.DataFrame:
         new = super().add_round(metrics, clients)
@@ -159,3 +195,46 @@ def plot_training_curve(df: pd.DataFrame, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def error_kind(error: str) -> str:
+    """Errors of one kind share their text up to numbers (device ids, shapes, rounds)."""
+    import re
+
+    return re.sub(r"\d+", "N", str(error).splitlines()[0] if error else "")[:200]
+
+
+def last_frames(tb: str, lines: int = 8) -> str:
+    """The innermost frames of a traceback and its exception line."""
+    rows = [r for r in str(tb or "").rstrip().splitlines() if r.strip()]
+    return "\n".join(rows[-lines:])
+
+
+def console_summary(clients: pd.DataFrame, rounds: pd.DataFrame | None = None, frames: int = 8) -> str:
+    """What a run's console shows at its end: devices per status (training and evaluation),
+    rounds without an update, and the first error of each distinct kind with its device id,
+    round and the last frames of its traceback."""
+    out = []
+    if rounds is not None and len(rounds) and "updated" in rounds:
+        updated = rounds["updated"].astype(bool)
+        out.append(f"rounds: {len(rounds)}, with an update: {int(updated.sum())}, without: {int((~updated).sum())}")
+    if clients is None or not len(clients):
+        out.append("devices: none ran")
+        return "\n".join(out)
+    for phase in ("train", "eval"):
+        rows = clients[clients["phase"] == phase] if "phase" in clients else clients
+        if len(rows):
+            counts = rows["status"].value_counts()
+            out.append(f"{phase} devices per status: " + ", ".join(f"{s} {int(n)}" for s, n in counts.items()))
+    errs = clients[clients["error"].fillna("").astype(str) != ""] if "error" in clients else clients.iloc[:0]
+    if len(errs):
+        kinds = errs.assign(kind=errs["error"].map(error_kind))
+        out.append("errors (the first of each kind):")
+        for kind, group in kinds.groupby("kind", sort=False):
+            first = group.sort_values(["round", "device_id"], kind="stable").iloc[0]
+            out.append(f"- {first['status']} x{len(group)}, first: device {int(first['device_id'])} in round "
+                       f"{int(first['round'])} ({first.get('phase', 'train')}): {first['error']}")
+            tb = first.get("traceback", "")
+            if isinstance(tb, str) and tb:
+                out.append("    " + last_frames(tb, frames).replace("\n", "\n    "))
+    return "\n".join(out)

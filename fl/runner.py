@@ -1,6 +1,7 @@
 """Drive a training run: Ray, population, worker pool, process, checkpoints, outputs."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from contextlib import contextmanager
@@ -25,10 +26,18 @@ def engine(cfg: Config, task: type | None = None, data=None):
     """Ray + population + worker pool + process; tears down what it started.
 
     ``task``: the task class when given from Python (else ``experiment.task`` names it);
-    ``data``: a user's `fl.data.FederatedData`, which then defines the population.
-    The task is checked before anything starts."""
+    ``data``: a user's `fl.data.FederatedData` (else the config's ``data`` section, if any),
+    which then defines the population.  The task and the data are checked before anything
+    starts; the process's ``cfg`` has the population size and example range of the data."""
+    from fl.data import FederatedData
     from fl.task import TaskError, check_task, resolve_task
 
+    if data is None and cfg.data.format != "none":
+        try:
+            data = FederatedData.from_config(cfg.data, cfg.experiment.seed)
+        except (ValueError, OSError) as e:
+            raise ConfigError(f"bad value for 'data': {e}") from None
+        cfg = dataclasses.replace(cfg, population=dataclasses.replace(cfg.population, **data.population_overrides()))
     try:
         check_task(resolve_task(task or cfg.experiment.task), needs_data=data is None)
     except TaskError as e:
@@ -48,6 +57,7 @@ def engine(cfg: Config, task: type | None = None, data=None):
                           retry_crashed=cfg.workers.retry_crashed)
         process = FederatedProcess(cfg, pool, population)
         process.population_build_s = build_s
+        process.data = data
         yield process
     finally:
         if process is not None:

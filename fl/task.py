@@ -1,8 +1,17 @@
 """The task interface the engine owns: what a model family must provide to train in devices.
 
-A task is a Keras model plus each device's data, built once per worker from
-``(config, seed)``.  Subclass `Task` and override at least `build_model` and
-`device_data`; everything else has a default:
+The task contract (checked by `check_task` before any work starts):
+
+- ``build_model(self)`` -> a Keras model (required);
+- ``device_data(self, device_id, num_examples, split)`` -> ``{"x": array [n, ...], "y":
+  array [n, ...]}`` for one device, ``split`` "train" or "eval" (required unless a federated
+  dataset, `fedpop.FederatedData` or the ``data`` config section, supplies the data);
+- a constructor callable as ``Task(config, seed)`` or ``Task()``.
+
+Everything else has a default, which a class gets whether or not it subclasses `Task` and
+whether or not its ``__init__`` calls ``super().__init__``: the engine makes the instance,
+sets ``config`` (the task's config section) and ``seed`` when the constructor did not,
+and a class that does not subclass `Task` is given `Task`'s defaults behind its own methods:
 
 - ``Config``: a dataclass of the task's own keys (the config section ``task``); ``None`` = no keys;
 - ``example_spec()``: the ``(x, y)`` TensorSpecs, read from one device's data by default;
@@ -41,6 +50,10 @@ class Task:
 
     Config = None
     name = "task"
+    # class-level defaults: the engine sets both on every instance it makes, and nothing
+    # here depends on __init__ having run
+    config = None
+    seed = 0
 
     def __init__(self, config=None, seed: int = 0):
         self.config, self.seed = config, seed
@@ -150,12 +163,48 @@ def check_task(cls: type, needs_data: bool = False) -> type:
     cfg = getattr(cls, "Config", None)
     if cfg is not None and not dataclasses.is_dataclass(cfg):
         raise TaskError(f"task {cls.__qualname__}: Config must be a dataclass (or None)")
+    _constructor(cls)
     return cls
 
 
+def _constructor(cls: type) -> int:
+    """How many arguments the engine passes to ``cls``: 2 (config, seed) or 0; else `TaskError`."""
+    try:
+        sig = inspect.signature(cls)
+    except (TypeError, ValueError):  # a builtin or C-level constructor: assume the protocol's
+        return 2
+    for args in ((None, 0), ()):
+        try:
+            sig.bind(*args)
+            return len(args)
+        except TypeError:
+            continue
+    raise TaskError(f"task {cls.__module__}:{cls.__qualname__}: its constructor {sig} cannot be called as "
+                    f"{cls.__qualname__}(config, seed) or {cls.__qualname__}()")
+
+
+def with_defaults(cls: type) -> type:
+    """``cls`` itself if it subclasses `Task`, else a subclass of ``cls`` and `Task`: the class's
+    own methods first, `Task`'s defaults for the rest."""
+    if issubclass(cls, Task):
+        return cls
+    return type(cls.__name__, (cls, Task), {"__module__": cls.__module__, "__qualname__": cls.__qualname__,
+                                            "__doc__": cls.__doc__})
+
+
 def make_task(spec, config, seed: int):
-    """Instantiate the task ``spec`` (name, path or class) with its config section."""
-    return resolve_task(spec)(config, seed)
+    """Instantiate the task ``spec`` (name, path or class) with its config section: the
+    constructor gets ``(config, seed)`` or nothing, and the instance ends up with ``config``
+    and ``seed`` set and `Task`'s defaults (see the module docstring)."""
+    cls = with_defaults(resolve_task(spec))
+    given = _constructor(cls) == 2
+    task = cls(config, seed) if given else cls()
+    own = getattr(task, "__dict__", {})
+    if not given or own.get("config") is None:
+        task.config = config
+    if not given or "seed" not in own:
+        task.seed = seed
+    return task
 
 
 def model_with_weights(task, flat_weights):

@@ -7,14 +7,16 @@ and metrics (float64, in device-id order), plus one small record per device.
 """
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import time
+import traceback
 
 import numpy as np
 
 from fl.aggregators import linear_weight
-from fl.cohort import ACCEPTED, DROPPED, FAILED, REJECTED
+from fl.cohort import ACCEPTED, DROPPED, FAILED, NONFINITE, REJECTED
 from fl.seeding import hash_uniform, rng_for
 
 
@@ -22,7 +24,16 @@ class DeviceWorker:
     def __init__(self, config: dict, worker_index: int = 0, threads: int = 1, task_cls: type | None = None,
                  data=None):
         """``task_cls``: the task class when given from Python (else ``experiment.task`` names it);
-        ``data``: a user's `fl.data.FederatedData` (else the task makes each device's data)."""
+        ``data``: a user's `fl.data.FederatedData` (else the task makes each device's data).
+        A task that cannot be built here (its constructor, model or example spec raises) does
+        not kill the actor: `ping` reports the error and its traceback to the pool."""
+        self.setup_error = None
+        try:
+            self._setup(config, worker_index, threads, task_cls, data)
+        except Exception as e:  # reported by ping(), raised by the pool as a TaskError
+            self.setup_error = {"error": f"{type(e).__name__}: {e}", "traceback": format_traceback(e)}
+
+    def _setup(self, config: dict, worker_index: int, threads: int, task_cls, data) -> None:
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -56,7 +67,7 @@ class DeviceWorker:
     def ping(self) -> dict:
         import ray
 
-        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "setup_error": self.setup_error}
 
     def initial_weights(self) -> np.ndarray:
         """The task model's weights as built: the same whatever this worker trained since."""
@@ -182,6 +193,9 @@ class DeviceWorker:
                 continue
             rec.update(personalized_loss=_mean_loss(stats),
                        personalized_accuracy=stats["correct_sum"] / max(stats["examples"], 1))
+            if not all(math.isfinite(v) for v in stats.values()):
+                rec["error"] = "non-finite personalized evaluation loss or metric (NaN/Inf)"
+                continue
             _add(self._round["metrics"], {f"personalized_{k}": v for k, v in stats.items()})
 
     def _personalize(self, weights, device_ids, num_examples, strategies=("all",), runs=None) -> dict:
@@ -304,6 +318,9 @@ class DeviceWorker:
         rec.update(loss=_mean_loss(stats),
                    accuracy=stats["correct_sum"] / max(stats["examples"], 1))
         if r["mode"] == "eval":
+            if not all(math.isfinite(v) for v in stats.values()):  # left out of the round's evaluation
+                rec.update(status=NONFINITE, error="non-finite evaluation loss or metric (NaN/Inf)")
+                return
             _add(r["metrics"], stats)
             return
         delta = delta.astype(np.float64)
@@ -400,8 +417,15 @@ def _mean_loss(stats: dict) -> float:
     return stats["loss_sum"] / max(stats["examples"], 1.0)
 
 
+def format_traceback(e: BaseException, limit: int = 4000) -> str:
+    """``e``'s traceback as Python prints it, its last ``limit`` characters (the innermost frames)."""
+    text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    return text if len(text) <= limit else "...\n" + text[-limit:]
+
+
 def _fail(rec: dict, e: Exception) -> None:
-    rec.update(status=FAILED, error=f"{type(e).__name__}: {e}"[:500], loss=np.nan, accuracy=np.nan)
+    rec.update(status=FAILED, error=f"{type(e).__name__}: {e}"[:500], loss=np.nan, accuracy=np.nan,
+               traceback=format_traceback(e))
 
 
 def _add(acc: dict, stats: dict) -> None:
