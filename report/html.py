@@ -1,6 +1,10 @@
 """A run directory as one self-contained HTML page (`fedpop report DIR`, and the end of `fedpop run`).
 
-The page holds what the directory holds, and leaves out what it does not: the config
+The page holds what the directory holds, and leaves out what it does not: a header naming the
+task, algorithm, aggregator chain, population and seed; the population at work, as inline SVG
+charts (`report.population`: devices per status, update norm, wall time, loss and accuracy per
+round, numbered as in the tables; the CDF over devices of the final metric; personalized against
+global accuracy per device); the config
 (`config.yaml`, `config.json`, `study_config.json` or `summary.json`'s `config`), the
 targets of `summary.json` (`{name: {value, target, met}}`, or `{name: bool}`) marked met /
 not met, its headline scalars and nested tables, every PNG figure (embedded as a data URI),
@@ -75,6 +79,14 @@ def render(run_dir: str | os.PathLike, max_rows: int = MAX_ROWS, config: dict | 
         if summary_file.is_file() else {}
     if not isinstance(summary, dict):
         summary = {"summary": summary}
+    by_name = {p.name: p for p in tables}
+    rounds = page.guard("rounds.parquet", lambda: _read(by_name.pop("rounds.parquet"))) \
+        if "rounds.parquet" in by_name else None
+    clients = page.guard("clients.parquet", lambda: _read(by_name.pop("clients.parquet"))) \
+        if "clients.parquet" in by_name else None
+    cfg = page.guard("config", lambda: _config_dict(config_file, summary, config), {}) or {}
+    page.header = page.guard("header", lambda: run_header(cfg, summary), []) or []
+    page.guard("population", lambda: _population_section(page, rounds, clients))
     page.guard("config", lambda: _config_section(page, config_file, summary, config))
     if isinstance(summary.get("targets"), dict) and summary["targets"]:
         page.guard("targets", lambda: _targets_section(page, summary["targets"]))
@@ -82,13 +94,12 @@ def render(run_dir: str | os.PathLike, max_rows: int = MAX_ROWS, config: dict | 
         page.guard("summary", lambda: _summary_section(page, summary))
     if plots:
         _plots_section(page, d, plots)
-    by_name = {p.name: p for p in tables}
-    if "rounds.parquet" in by_name:
+    if rounds is not None:
         page.guard("rounds.parquet", lambda: page.section(
             "rounds", "Per round", "<p>From <code>rounds.parquet</code>: one row per round.</p>"
-            + page.table(_read(by_name.pop("rounds.parquet")), "rounds")))
-    if "clients.parquet" in by_name:
-        page.guard("clients.parquet", lambda: _clients_section(page, _read(by_name.pop("clients.parquet"))))
+            + page.table(rounds, "rounds")))
+    if clients is not None:
+        page.guard("clients.parquet", lambda: _clients_section(page, clients))
     for name, title in PER_UNIT.items():
         if name in by_name:
             page.guard(name, lambda name=name, title=title: page.section(
@@ -108,6 +119,7 @@ class _Page:
         self.max_rows = max(1, int(max_rows))
         self.sections: list[tuple[str, str, str]] = []  # (anchor, title, body html)
         self.problems: list[str] = []
+        self.header: list[tuple[str, str]] = []  # (label, value) pairs under the title
 
     def section(self, anchor: str, title: str, body: str) -> None:
         self.sections.append((anchor, title, body))
@@ -148,13 +160,100 @@ class _Page:
                 f'<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
                 f"style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
                 f"<title>{escape(title)} — fedpop report</title><style>{CSS}</style></head>\n<body>"
-                f"<h1>{escape(title)}</h1>"
+                f"<h1>{escape(title)}</h1>{self._header_html()}"
                 f'<p class="note">Run directory <code>{escape(str(d.resolve()))}</code>; report made {when} by '
                 f"<code>fedpop report</code>. Self-contained: figures are embedded, nothing is loaded from the "
                 f"network.</p><nav>{nav}</nav>\n{body}\n<script>{SORTER_JS}</script></body></html>\n")
 
 
+    def _header_html(self) -> str:
+        if not self.header:
+            return ""
+        items = "".join(f"<div><dt>{escape(k)}</dt><dd>{escape(v)}</dd></div>" for k, v in self.header)
+        return f'<dl id="run-header">{items}</dl>'
+
+
 # -- sections ---------------------------------------------------------------------------------------
+def _config_dict(config_file: Path | None, summary: dict, config: dict | None) -> dict:
+    """The run's config as a dict: the directory's file, else summary.json's, else the CLI's."""
+    if config_file is not None:
+        text = config_file.read_text()
+        if config_file.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+        return data if isinstance(data, dict) else {}
+    if isinstance(summary.get("config"), dict):
+        return summary["config"]
+    return config if isinstance(config, dict) else {}
+
+
+def run_header(cfg: dict, summary: dict) -> list[tuple[str, str]]:
+    """(label, value) pairs naming the task, algorithm, aggregator chain, population and seed,
+    from the config (and summary.json where the config is silent); what neither holds is left out."""
+    sec = lambda name: cfg.get(name) if isinstance(cfg.get(name), dict) else {}  # noqa: E731
+    exp, client, server, agg, pop = sec("experiment"), sec("client"), sec("server"), sec("aggregator"), \
+        sec("population")
+    out = []
+    task = exp.get("task") or summary.get("task")
+    if task:
+        out.append(("task", str(task)))
+    if client.get("algorithm") or summary.get("algorithm"):
+        algorithm = str(client.get("algorithm") or summary.get("algorithm"))
+        if server.get("optimizer"):
+            algorithm += f" (server {server['optimizer']}, lr {_text(server.get('lr'))})" \
+                if server.get("lr") is not None else f" (server {server['optimizer']})"
+        out.append(("algorithm", algorithm))
+    if agg:
+        out.append(("aggregators", " → ".join(aggregator_chain(agg))))
+    size = pop.get("size", summary.get("population"))
+    if size is not None:
+        text = f"{size:,} devices" if isinstance(size, int) else _text(size)
+        if pop.get("availability"):
+            text += f", availability {pop['availability']}"
+        out.append(("population", text))
+    cohort = sec("cohort")
+    if cohort.get("goal") is not None:
+        out.append(("cohort", f"goal {cohort['goal']}" + (f", min reports {cohort['min_reports']}"
+                                                          if cohort.get("min_reports") is not None else "")))
+    seed = exp.get("seed", sec("study").get("seed", summary.get("seed")))
+    if seed is not None:
+        out.append(("seed", _text(seed)))
+    rounds = exp.get("rounds", summary.get("rounds"))
+    if rounds is not None:
+        out.append(("rounds", _text(rounds)))
+    return out
+
+
+def aggregator_chain(agg: dict) -> list[str]:
+    """The aggregator chain a config's ``aggregator`` section names: its ``chain``, or the chain
+    its flat keys stand for (`fl.aggregators.default_chain`)."""
+    if agg.get("chain"):
+        return [str(c) for c in agg["chain"]]
+    from types import SimpleNamespace
+
+    from fl.aggregators import default_chain
+
+    keys = {"kind": "mean", "secagg_dp_noise_multiplier": 0.0, "dp_noise_multiplier": 0.0, "clip_norm": 0.0}
+    keys.update({k: agg[k] for k in keys if agg.get(k) is not None})
+    return list(default_chain(SimpleNamespace(**keys)))
+
+
+def _population_section(page: _Page, rounds: pd.DataFrame | None, clients: pd.DataFrame | None) -> None:
+    from report.population import charts
+
+    figs = charts(rounds, clients)
+    if not figs:
+        return
+    body = "".join(f'<figure class="chart-fig" id="{cid}"><figcaption>{escape(title)}</figcaption>{svg}</figure>'
+                   for cid, title, svg in figs)
+    page.section("population", "The population, round by round",
+                 "<p>From <code>rounds.parquet</code> and <code>clients.parquet</code>; rounds are numbered as "
+                 "in the tables.</p>" + body)
+
+
 def _config_section(page: _Page, config_file: Path | None, summary: dict, config: dict | None) -> None:
     if config_file is not None:
         text, source = config_file.read_text(), config_file.name
@@ -407,6 +506,12 @@ tr.met{background:#eef8f1!important} tr.not-met{background:#fdf0ef!important}
 figure{display:inline-block;margin:.5em;vertical-align:top;max-width:100%}
 figure img{max-width:100%;border:1px solid #ddd} figcaption{color:#555;font-size:.9em}
 details summary{cursor:pointer;margin:.4em 0}
+#run-header{display:flex;flex-wrap:wrap;gap:.4em 1.6em;margin:.4em 0 .8em;padding:.6em .8em;background:#f4f6f8;
+ border-radius:6px} #run-header div{display:flex;gap:.4em} #run-header dt{color:#555}
+#run-header dd{margin:0;font-weight:600}
+figure.chart-fig{display:inline-block;margin:.4em .6em .8em 0;vertical-align:top}
+figure.chart-fig figcaption{font-weight:600;color:#1d1d1f;margin-bottom:.2em}
+svg.chart{font:11px system-ui,sans-serif;fill:#333;max-width:100%;height:auto}
 """
 
 # click a header to sort its table's rows (numbers by data-v, else text); a second click reverses

@@ -2,6 +2,7 @@
 the DOM has the tables and loaded images, a column sorts, and the screenshot is not blank."""
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -23,9 +24,19 @@ window.addEventListener("load", function () {
   loss.click(); var asc = order(); loss.click(); var desc = order();
   var rows = {};
   document.querySelectorAll("section").forEach(function (s) { rows[s.id] = s.querySelectorAll("tbody tr").length; });
+  var charts = {};
+  document.querySelectorAll("figure.chart-fig").forEach(function (f) {
+    var svg = f.querySelector("svg"), box = svg.getBoundingClientRect(), drawn = 0;
+    f.querySelectorAll("rect.bar, circle.point, circle.marker").forEach(function (e) {
+      var b = e.getBoundingClientRect(); if (b.width > 0 && b.height > 0) drawn += 1; });
+    f.querySelectorAll("polyline.series").forEach(function (e) { if (e.getTotalLength() > 1) drawn += 1; });
+    charts[f.id] = {w: box.width, h: box.height, drawn: drawn, caption: f.querySelector("figcaption").textContent};
+  });
+  var head = document.getElementById("run-header");
   var pre = document.createElement("pre"); pre.id = "probe";
   pre.textContent = JSON.stringify({loaded: loaded.map(function (i) { return i.alt; }), asc: asc, desc: desc,
-    rows: rows, sortable: document.querySelectorAll("table.sortable").length, header: loss.textContent});
+    rows: rows, sortable: document.querySelectorAll("table.sortable").length, header: loss.textContent,
+    charts: charts, runHeader: head ? head.innerText : "", runHeaderHeight: head ? head.getBoundingClientRect().height : 0});
   document.body.appendChild(pre);
 });
 </script>"""
@@ -64,9 +75,21 @@ def test_chromium_renders_the_report_from_disk(study_dir, tmp_path, chromium):
     assert seen["rows"]["speakers"] == 4 and seen["rows"]["nested"] == 1
     assert seen["header"] == "train_loss"
     assert seen["asc"] == ["2", "1", "0"] and seen["desc"] == ["0", "1", "2"]  # sorted by train_loss
+    # the header and every population chart render, with something drawn in each
+    assert seen["runHeaderHeight"] > 10
+    for word in ("mlp", "ditto", "clip → mean", "30 devices", "7"):
+        assert word in seen["runHeader"], word
+    assert set(seen["charts"]) == {"chart-status", "chart-loss", "chart-accuracy", "chart-update-norm", "chart-wall",
+                                   "chart-coverage", "chart-final-cdf", "chart-personalized"}
+    for name, chart in seen["charts"].items():
+        assert chart["w"] > 200 and chart["h"] > 100 and chart["drawn"] > 0, (name, chart)
+    assert seen["charts"]["chart-status"]["drawn"] == 6  # 3 rounds x (accepted, dropped) from clients.parquet
+    assert seen["charts"]["chart-personalized"]["drawn"] == 12 and seen["charts"]["chart-accuracy"]["drawn"] == 1
 
     shot = tmp_path / "shot.png"
     _chromium(chromium, tmp_path, "--window-size=1280,2200", f"--screenshot={shot}", page.as_uri())
+    if os.environ.get("FEDPOP_REPORT_SCREENSHOT"):  # keep a copy to look at
+        shutil.copy(shot, os.environ["FEDPOP_REPORT_SCREENSHOT"])
     from PIL import Image
 
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)

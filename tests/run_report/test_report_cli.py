@@ -33,7 +33,11 @@ def test_fedpop_run_ends_with_report_html(tmp_path, cache_dir):
     page = (out / "report.html").read_text()
     assert "name: fedavg-mlp" in page and "input_dim: 4" in page  # config.yaml
     assert page.count("<img src=\"data:image/png;base64,") == 1  # training_curve.png
-    for anchor in ("config", "summary", "plots", "rounds", "clients"):
+    assert "<dt>task</dt><dd>mlp</dd>" in page and "<dt>algorithm</dt><dd>fedavg" in page
+    assert "<dt>aggregators</dt><dd>mean</dd>" in page and "<dt>seed</dt><dd>0</dd>" in page
+    for chart in ("status", "loss", "update-norm", "wall", "final-cdf"):
+        assert f'<figure class="chart-fig" id="chart-{chart}">' in page, chart
+    for anchor in ("population", "config", "summary", "plots", "rounds", "clients"):
         assert f'<section id="{anchor}">' in page, anchor
     assert "2 rounds; click a column to sort." in page
 

@@ -8,7 +8,8 @@ import pytest
 from report_study import PNG_NAMES, SCRIPT
 
 from report import ReportError, render, write_report
-from report.html import per_device
+from report.html import aggregator_chain, per_device, run_header
+from report.population import final_per_device, personalized_vs_global
 
 
 def _section(html, anchor):
@@ -50,7 +51,7 @@ def test_text_from_the_run_is_escaped(study_dir):
 def test_big_tables_show_their_first_rows_and_say_how_many(study_dir):
     html = render(study_dir, max_rows=50)
     clients = _section(html, "clients")
-    assert "first 50 of 120 rows shown; the file holds them all" in clients
+    assert "first 50 of 132 rows shown; the file holds them all" in clients
     assert "30 devices (by device id)" in clients
     body = re.search(r"<summary>Raw rows</summary>.*?<tbody>(.*?)</tbody>", clients, re.S).group(1)
     assert body.count("<tr>") == 50
@@ -70,12 +71,14 @@ def test_a_directory_with_some_files_gets_only_those_sections(tmp_path):
     out = write_report(tmp_path)
     html = out.read_text()
     assert out == tmp_path / "report.html"
-    assert re.findall(r'<section id="([a-z]+)"', html) == ["rounds"]
+    assert re.findall(r'<section id="([a-z]+)"', html) == ["population", "rounds"]
+    assert re.findall(r'<figure class="chart-fig" id="([a-z-]+)"', html) == ["chart-loss"]
+    assert 'id="run-header"' not in html  # no config, no summary: nothing to name
     # a summary without targets, and an unreadable table, which is named instead of failing the report
     (tmp_path / "summary.json").write_text(json.dumps({"rounds": 2}))
     (tmp_path / "broken.parquet").write_bytes(b"not parquet")
     html = render(tmp_path, config={"experiment": {"name": "from-the-cli"}})
-    assert re.findall(r'<section id="([a-z]+)"', html) == ["config", "summary", "rounds", "problems"]
+    assert re.findall(r'<section id="([a-z]+)"', html) == ["population", "config", "summary", "rounds", "problems"]
     assert "name: from-the-cli" in html and "broken.parquet" in _section(html, "problems")
 
 
@@ -95,3 +98,49 @@ def test_not_a_run_directory_is_a_clear_error(tmp_path, kind, capsys):
     assert main(["report", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"fedpop report: {path} ") and not (path / "report.html").exists()
+
+
+def test_the_header_names_task_algorithm_aggregators_population_and_seed(study_dir):
+    html = render(study_dir)
+    header = re.search(r'<dl id="run-header">(.*?)</dl>', html, re.S).group(1)
+    pairs = dict(re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", header))
+    assert pairs["task"] == "mlp" and pairs["algorithm"] == "ditto (server adam, lr 0.01)"
+    assert pairs["aggregators"] == "clip → mean" and pairs["seed"] == "7"
+    assert pairs["population"] == "30 devices, availability always" and pairs["rounds"] == "3"
+
+
+def test_the_aggregator_chain_is_the_configs_or_the_one_its_flat_keys_stand_for():
+    assert aggregator_chain({"chain": ["zeroing", "trimmed_mean"]}) == ["zeroing", "trimmed_mean"]
+    assert aggregator_chain({"kind": "mean"}) == ["mean"]
+    assert aggregator_chain({"kind": "secagg", "clip_norm": 0.1}) == ["clip", "secure_sum", "mean"]
+    assert aggregator_chain({"dp_noise_multiplier": 1.0, "clip_norm": 0.5}) == ["dp_mean"]
+    assert run_header({}, {"population": 5000, "seed": 3}) == [("population", "5,000 devices"), ("seed", "3")]
+
+
+def test_the_population_section_has_every_chart_with_rounds_as_in_the_tables(study_dir):
+    pop = _section(render(study_dir), "population")
+    ids = re.findall(r'<figure class="chart-fig" id="([a-z-]+)"', pop)
+    assert ids == ["chart-status", "chart-loss", "chart-accuracy", "chart-update-norm", "chart-wall",
+                   "chart-coverage", "chart-final-cdf", "chart-personalized"]
+    status = re.search(r'id="chart-status".*?</figure>', pop, re.S).group(0)
+    bars = re.findall(r'data-status="([a-z]+)" data-round="(\d+)"', status)
+    assert {r for _, r in bars} == {"0", "1", "2"}  # rounds 0..2, as rounds.parquet numbers them
+    assert ("dropped", "0") in bars and ("accepted", "2") in bars
+    wall = re.search(r'id="chart-wall".*?</figure>', pop, re.S).group(0)
+    assert [t for t in re.findall(r'text-anchor="middle">(\d+)</text>', wall)] == ["0", "1", "2"]  # x ticks
+    assert 'data-n="12"' in re.search(r'id="chart-final-cdf".*?</figure>', pop, re.S).group(0)
+    assert "Final accuracy per device (CDF, round 2)" in pop
+    assert len(re.findall(r'class="point"', pop)) == 12  # one per device with a personal model
+
+
+def test_final_metric_and_personal_models_come_from_the_last_evaluation():
+    clients = pd.DataFrame({"round": [0, 0, 1, 1, 1], "device_id": [1, 2, 1, 2, 3],
+                            "status": ["accepted", "accepted", "accepted", "nonfinite", "accepted"],
+                            "phase": ["eval"] * 5, "accuracy": [0.1, 0.2, 0.5, float("nan"), 0.7],
+                            "personalized_accuracy": [None, None, 0.6, None, 0.9]})
+    metric, rnd, values = final_per_device(clients)
+    assert (metric, rnd, sorted(values)) == ("accuracy", 1, [0.5, 0.7])  # the NaN row is not a device's score
+    rnd, rows = personalized_vs_global(clients)
+    assert rnd == 1 and list(rows["device_id"]) == [1, 3]
+    assert final_per_device(clients.iloc[:0]) is None and personalized_vs_global(clients.drop(
+        columns="personalized_accuracy")) is None
