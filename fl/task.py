@@ -153,13 +153,11 @@ def resolve_task(spec) -> type:
 def check_task(cls: type, needs_data: bool = False) -> type:
     """``cls`` if it provides the required methods, else `TaskError` naming the missing ones.
     ``device_data`` is required only when no federated dataset supplies the data (``needs_data``)."""
-    required = REQUIRED if needs_data else REQUIRED[:1]
-    missing = [m for m in required if not callable(getattr(cls, m, None))
-               or getattr(cls, m) is getattr(Task, m, object())]
-    if missing:
+    missing = [m for m in REQUIRED if not callable(getattr(cls, m, None)) or getattr(cls, m) is getattr(Task, m, object())]
+    if "build_model" in missing or (needs_data and missing):
         raise TaskError(f"task {cls.__module__}:{cls.__qualname__} is missing required "
                         f"method(s): {', '.join(missing)} (a task needs build_model, and device_data "
-                        f"unless a federated dataset is given; subclass fedpop.Task for the optional ones)")
+                        f"unless a federated dataset is given; the other methods have defaults)")
     cfg = getattr(cls, "Config", None)
     if cfg is not None and not dataclasses.is_dataclass(cfg):
         raise TaskError(f"task {cls.__qualname__}: Config must be a dataclass (or None)")
@@ -180,7 +178,7 @@ def _constructor(cls: type) -> int:
         except TypeError:
             continue
     raise TaskError(f"task {cls.__module__}:{cls.__qualname__}: its constructor {sig} cannot be called as "
-                    f"{cls.__qualname__}(config, seed) or {cls.__qualname__}()")
+                    f"{cls.__name__}(config, seed) or {cls.__name__}()")
 
 
 def with_defaults(cls: type) -> type:
