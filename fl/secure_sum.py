@@ -40,6 +40,24 @@ class SecureRound:
         """The long-term identity key of the device at ``position`` (active mode)."""
         return device_signing_key(self.identity_secret, self.device_ids[position]) if self.config.malicious else None
 
+    def client(self, position: int, expander):
+        """The SecAgg client of the device at ``position``, with that device's memory of
+        the round ids it joined (it refuses one it has seen: `device_ledger`)."""
+        from secagg import SecAggClient
+
+        return SecAggClient(position, self.config, expander=expander, signing_key=self.signing_key(position),
+                            ledger=device_ledger(self.device_ids[position]))
+
+    def presum(self, outs: list, clients: dict):
+        """A worker's masked inputs pre-summed mod 2^b, each covered device's signature
+        (active mode) checked first and carried along (`secagg.presum`)."""
+        from secagg import presum
+
+        if not self.config.malicious:
+            return presum(outs)
+        bindings = {m.client_ids[0]: clients[m.client_ids[0]][0].binding for m in outs}
+        return presum(outs, registry=self.config.registry(), bindings=bindings)
+
     max_weight: float = 1.0  # the largest weight a report may carry (the quantizer's no-wrap bound)
 
     def encode(self, contribution: np.ndarray, weight: float, rng: np.random.Generator) -> np.ndarray:
@@ -64,6 +82,22 @@ class SecureRound:
     def decode(self, total: np.ndarray) -> tuple[np.ndarray, float]:
         s = self.quantizer.decode(total)
         return s[:-1], float(s[-1] / self.clip)
+
+
+_LEDGERS: dict = {}  # device id -> secagg.ledger.RoundLedger, in this worker process
+
+
+def device_ledger(device_id: int):
+    """The round ids a device has joined (its `secagg.ledger.RoundLedger`).  A device's
+    memory lives in the worker process that simulates it: a device hosted by another
+    worker in a later round starts with an empty memory there (the instance binding of
+    its signatures still ties each one to a single execution)."""
+    from secagg.ledger import RoundLedger
+
+    led = _LEDGERS.get(int(device_id))
+    if led is None:
+        led = _LEDGERS[int(device_id)] = RoundLedger()
+    return led
 
 
 def device_signing_key(secret: bytes, device_id: int):

@@ -16,8 +16,15 @@ is a subset of the neighbours it saw at masking, disjoint from the dropped set,
 names this client and at least t holders; survivors and dropped together are
 exactly its view.  In active mode it also holds the survivor set U3 it signed
 in the ConsistencyCheck round and needs t valid signatures of its surviving
-holders on that same set.  A failed check raises
+holders on that same set, each bound to the signer's ephemeral keys of this
+execution (:func:`secagg.signing.instance_binding`).  A failed check raises
 :class:`~secagg.errors.ClientCheckError` and reveals nothing.
+
+A client with a :class:`~secagg.ledger.RoundLedger` refuses a round id it has
+used before.  A peer whose share ciphertext does not decrypt, names the wrong
+parties or fails the dealer's share commitment is treated as dropped (Bonawitz et
+al.: the receiver ignores it, it does not abort): the client does not mask
+against it, and reports it to the server with its masked input (``excluded``).
 """
 from __future__ import annotations
 
@@ -34,6 +41,8 @@ from .keys import (Channel, agree, associated_data, channel_key, commit_self_mas
                    generate_keypair, load_public, mask_seed, self_mask_seed, NONCE_BYTES)
 from .messages import (AdvertiseKeys, ConsistencyRequest, ConsistencySignature, ForwardedShares, KeyBroadcast,
                        MaskedInput, ShareKeys, UnmaskRequest, UnmaskResponse)
+from . import signing
+from .keys import COMMITMENTS_BYTES, canonical_point, commit_shares
 from .signing import sign
 from .prg import MaskExpander, reduce_mod
 from .rand import SystemRandomSource
@@ -83,7 +92,7 @@ class SecAggClient:
     """
 
     def __init__(self, client_id: int, config: RoundConfig, rand=None, expander: MaskExpander | None = None,
-                 signing_key=None):
+                 signing_key=None, ledger=None):
         if not 0 <= client_id < config.n:
             raise UnknownClientError(f"client id {client_id} not in round of {config.n}")
         if config.malicious and signing_key is None:
@@ -94,8 +103,10 @@ class SecAggClient:
         self.neighbours = config.neighbours[client_id]
         self.rand = rand if rand is not None else SystemRandomSource()
         self.expander = expander if expander is not None else MaskExpander(config.m, config.bits, config.prg)
+        self.ledger = ledger
         self.stage = "advertise_keys"
         self.revealed: dict[int, str] = {}  # owner -> 'b' or 's'
+        self.excluded: dict[int, str] = {}  # peer -> why its shares were rejected
 
     # -- helpers ---------------------------------------------------------
     def _check_msg(self, msg, cls, who: int) -> None:
@@ -108,11 +119,21 @@ class SecAggClient:
             raise UnknownClientError(f"message addressed to {who}, not client {self.id}")
 
     def _signed(self, msg):
-        """``msg`` with this client's signature in active mode (unchanged otherwise)."""
+        """``msg`` with this client's signature in active mode (unchanged otherwise);
+        every statement after the advertisement is bound to this execution's keys."""
         if not self.cfg.malicious:
             return msg
         purpose, rid, sender, *parts = msg.signed_parts()
+        if purpose != b"advertise":
+            binding = self.binding
+            if binding:
+                parts.append(binding)
         return dataclasses.replace(msg, signature=sign(self._sk_sign, purpose, rid, sender, *parts))
+
+    @property
+    def binding(self) -> bytes:
+        """This execution's instance binding (:func:`secagg.signing.instance_binding`)."""
+        return signing.instance_binding(self.c_pk, self.s_pk)
 
     def _refuse(self, why: str):
         raise ClientCheckError(f"client {self.id} refuses: {why}")
@@ -121,7 +142,10 @@ class SecAggClient:
     @_stage("advertise_keys", "share_keys")
     def advertise_keys(self) -> AdvertiseKeys:
         """Generate (c_u, s_u) X25519 key pairs and advertise the public halves
-        (signed with the long-term key in active mode)."""
+        (signed with the long-term key in active mode).  With a ledger, a round id
+        used before is refused first."""
+        if self.ledger is not None:
+            self.ledger.claim(self.cfg.round_id, self.id)
         self._c_sk, self.c_pk = generate_keypair(self.rand)
         self._s_sk, self.s_pk = generate_keypair(self.rand)
         return self._signed(AdvertiseKeys(self.cfg.round_id, self.id, self.c_pk, self.s_pk))
@@ -138,7 +162,7 @@ class SecAggClient:
             raise UnknownClientError(f"client {self.id}: keys for non-neighbours {sorted(unknown)[:5]}")
         if len(keys) + 1 < cfg.threshold:
             raise SecAggAbort(f"client {self.id}: only {len(keys)} neighbours left, threshold {cfg.threshold}")
-        pks = [self.c_pk, self.s_pk] + [pk for pair in keys.values() for pk in pair]
+        pks = [canonical_point(pk) for pk in [self.c_pk, self.s_pk] + [pk for pair in keys.values() for pk in pair]]
         if len(set(pks)) != len(pks):
             raise MalformedMessageError("public keys are not pairwise distinct (replayed keys?)")
         if cfg.malicious:  # the server must not substitute a neighbour's keys
@@ -158,6 +182,7 @@ class SecAggClient:
         rid = cfg.round_id
         self._channels: dict[int, Channel] = {}
         self._peer_s_pk: dict[int, bytes] = {}
+        self._peer_keys = dict(keys)
         cts = {}
         for v, ss, bs in zip(holders, s_sh, b_sh):
             c_pk, s_pk = keys[v]
@@ -165,31 +190,47 @@ class SecAggClient:
             self._channels[v] = ch
             self._peer_s_pk[v] = s_pk
             pt = _PT.pack(self.id, v, rid, ss.to_bytes(SHARE_BYTES, "little"), bs.to_bytes(SHARE_BYTES, "little"))
-            cts[v] = ch.encrypt(pt, associated_data(rid, self.id, v), self.rand.bytes(NONCE_BYTES))
-        return self._signed(ShareKeys(rid, self.id, cts, commit_self_mask(self._b, rid, self.id)))
+            cts[v] = (commit_shares(rid, self.id, v, ss, bs)
+                      + ch.encrypt(pt, associated_data(rid, self.id, v), self.rand.bytes(NONCE_BYTES)))
+        own = commit_shares(rid, self.id, self.id, 0, self._own_b_share)[32:]
+        return self._signed(ShareKeys(rid, self.id, cts, commit_self_mask(self._b, rid, self.id) + own))
 
     # -- stage 2 ---------------------------------------------------------
+    def _open_share(self, u: int, blob: bytes) -> tuple[int, int]:
+        """Decrypt and check sender u's shares: DecryptionError if anything is wrong."""
+        rid = self.cfg.round_id
+        if len(blob) < COMMITMENTS_BYTES:
+            raise DecryptionError("share message too short for its commitments")
+        pt = self._channels[u].decrypt(blob[COMMITMENTS_BYTES:], associated_data(rid, u, self.id))
+        if len(pt) != _PT.size:
+            raise DecryptionError("share plaintext has wrong length")
+        su, rv, prid, ss, bs = _PT.unpack(pt)
+        if su != u or rv != self.id or prid != rid:
+            raise DecryptionError("share plaintext names the wrong sender/receiver/round")
+        ss, bs = int.from_bytes(ss, "little"), int.from_bytes(bs, "little")
+        if ss >= PRIME or bs >= PRIME:
+            raise DecryptionError("share outside the field")
+        if commit_shares(rid, u, self.id, ss, bs) != bytes(blob[:COMMITMENTS_BYTES]):
+            raise DecryptionError("shares do not match the dealer's commitments")
+        return ss, bs
+
     def receive_shares(self, msg: ForwardedShares) -> None:
-        """Decrypt and store the shares forwarded by the server (part of stage 2)."""
+        """Decrypt and store the shares forwarded by the server (part of stage 2).
+        A sender whose shares fail any check is treated as dropped (``excluded``)."""
         self._check_msg(msg, ForwardedShares, msg.receiver if isinstance(msg, ForwardedShares) else -1)
-        cfg, rid = self.cfg, self.cfg.round_id
+        cfg = self.cfg
         unknown = [u for u in msg.ciphertexts if u not in self._channels]
         if unknown:
             raise UnknownClientError(f"client {self.id}: ciphertexts from unknown senders {sorted(unknown)[:5]}")
-        if len(msg.ciphertexts) + 1 < cfg.threshold:
-            raise SecAggAbort(f"client {self.id}: only {len(msg.ciphertexts)} shares received, threshold {cfg.threshold}")
         held = {}
-        for u, ct in msg.ciphertexts.items():
-            pt = self._channels[u].decrypt(ct, associated_data(rid, u, self.id))
-            if len(pt) != _PT.size:
-                raise DecryptionError("share plaintext has wrong length")
-            su, rv, prid, ss, bs = _PT.unpack(pt)
-            if su != u or rv != self.id or prid != rid:
-                raise DecryptionError("share plaintext names the wrong sender/receiver/round")
-            ss, bs = int.from_bytes(ss, "little"), int.from_bytes(bs, "little")
-            if ss >= PRIME or bs >= PRIME:
-                raise DecryptionError("share outside the field")
-            held[u] = (ss, bs)
+        for u, blob in msg.ciphertexts.items():
+            try:
+                held[u] = self._open_share(u, blob)
+            except DecryptionError as e:
+                self.excluded[u] = str(e)
+        if len(held) + 1 < cfg.threshold:
+            raise SecAggAbort(f"client {self.id}: only {len(held)} valid shares received "
+                              f"({len(self.excluded)} rejected), threshold {cfg.threshold}")
         self._held = held
 
     @_stage("masked_input", lambda c: "consistency" if c.cfg.malicious else "unmask")
@@ -209,7 +250,7 @@ class SecAggClient:
             else:
                 ex.sub(acc, seed)
         reduce_mod(acc, cfg.bits)
-        return self._signed(MaskedInput(rid, (self.id,), acc, cfg.bits))
+        return self._signed(MaskedInput(rid, (self.id,), acc, cfg.bits, excluded=tuple(sorted(self.excluded))))
 
     def _check_survivors(self, surv: set) -> None:
         """Checks of a survivor set against this client's view at masking."""
@@ -275,8 +316,9 @@ class SecAggClient:
         for v in sorted(set(msg.signatures) & (surv - {self.id})):
             if valid >= need:
                 break
+            binding = signing.instance_binding(*self._peer_keys[v])
             try:
-                reg.verify(v, msg.signatures[v], b"consistency", rid, self._u3_digest)
+                reg.verify(v, msg.signatures[v], b"consistency", rid, self._u3_digest, *([binding] if binding else []))
                 valid += 1
             except AuthenticationError:  # a bad signature does not count
                 continue

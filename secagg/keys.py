@@ -133,6 +133,36 @@ def check_public_key(pk: bytes) -> None:
         raise BadPublicKeyError("X25519 public key is a low-order point (all-zero shared secret)") from None
 
 
+_P25519 = 2**255 - 19
+COMMITMENTS_BYTES = 64
+
+
+def canonical_point(pk: bytes) -> bytes:
+    """The X25519 u-coordinate a 32-byte key decodes to (RFC 7748 §5: bit 255 is
+    ignored, values >= p are reduced).  Keys that differ only in those bits are the
+    same point and give the same shared secrets, so duplicates are found on this."""
+    u = (int.from_bytes(bytes(pk), "little") & ((1 << 255) - 1)) % _P25519
+    return u.to_bytes(32, "little")
+
+
+def commit_share(round_id: bytes, dealer: int, holder: int, kind: bytes, share: int) -> bytes:
+    """Binding commitment to one Shamir share (``kind`` b"s" or b"b") that ``dealer``
+    gives ``holder``: SHA-256 under a domain label.  The dealer publishes it (to the
+    server, who forwards it with the ciphertext); the holder checks the share it
+    decrypts against it, and the server checks the share the holder reveals.  A
+    mismatch then proves who deviated.  Hiding rests on the shared secrets being
+    uniformly random 256-bit values."""
+    return hashlib.sha256(_LABEL + b"|commit-share|" + kind + round_id + struct.pack("<II", dealer, holder)
+                          + share.to_bytes(33, "little")).digest()
+
+
+def commit_shares(round_id: bytes, dealer: int, holder: int, s_share: int, b_share: int) -> bytes:
+    """The ``COMMITMENTS_BYTES`` sent ahead of each share ciphertext: the commitments to
+    the key share and to the self-mask share."""
+    return (commit_share(round_id, dealer, holder, b"s", s_share)
+            + commit_share(round_id, dealer, holder, b"b", b_share))
+
+
 def commit_self_mask(b_u: int, round_id: bytes, owner: int) -> bytes:
     """Binding commitment to the self-mask secret b_u (SHA-256 of the 256-bit
     secret under a domain label): lets the server verify a reconstructed b_u

@@ -240,11 +240,14 @@ def _validate_ct_map(cts) -> None:
 
 @dataclass(frozen=True)
 class ShareKeys:
-    """Client ``sender`` -> server: ciphertexts e_{u,v} addressed to neighbours v."""
+    """Client ``sender`` -> server: for each neighbour v, ``COMMITMENTS_BYTES`` of
+    share commitments (:func:`secagg.keys.commit_shares`) followed by the AES-GCM
+    ciphertext e_{u,v} of v's two shares.  The server keeps the commitments to check
+    the shares v reveals at unmasking; v checks its decrypted shares against them."""
     round_id: bytes
     sender: int
     ciphertexts: dict  # receiver -> ciphertext
-    commitment: bytes = b""  # SHA-256 commitment to the self-mask secret b_u
+    commitment: bytes = b""  # commitments to the self-mask secret b_u and to the dealer's own share of it
     signature: bytes = b""
 
     def validate(self) -> None:
@@ -253,7 +256,7 @@ class ShareKeys:
         _check_round(self.round_id)
         _check_id(self.sender, "sender")
         _validate_ct_map(self.ciphertexts)
-        _check_blob(self.commitment, 32, "commitment")
+        _check_blob(self.commitment, 64, "commitment")
         _check_sig(self.signature)
 
     def signed_parts(self):
@@ -267,7 +270,7 @@ class ShareKeys:
     @classmethod
     def _decode(cls, rid, r):
         who, cts = _dec_ct_map(r)
-        return cls(rid, who, cts, bytes(r.take(32)), _read_blob(r))
+        return cls(rid, who, cts, bytes(r.take(64)), _read_blob(r))
 
 
 @dataclass(frozen=True)
@@ -293,13 +296,45 @@ class ForwardedShares:
 
 
 @dataclass(frozen=True)
+class MaskedPart:
+    """One client's share in a pre-summed :class:`MaskedInput`: the peers it excluded,
+    the digest of its own masked vector, and (active mode) its signature over both."""
+    client_id: int
+    excluded: tuple
+    vector_digest: bytes
+    signature: bytes = b""
+
+    def validate(self) -> None:
+        _check_id(self.client_id)
+        if not isinstance(self.excluded, tuple):
+            raise MalformedMessageError("excluded must be a tuple")
+        _check_ids(self.excluded, "excluded id")
+        if self.client_id in self.excluded:
+            raise MalformedMessageError("a client cannot exclude itself")
+        _check_blob(self.vector_digest, 32, "vector digest")
+        _check_sig(self.signature)
+
+    def signed_parts(self, round_id: bytes, bits: int):
+        return (b"masked_input", round_id, self.client_id, bytes([bits]), self.vector_digest,
+                _pack_ids(tuple(sorted(self.excluded))))
+
+
+@dataclass(frozen=True)
 class MaskedInput:
-    """Masked vector(s) mod 2^bits, covering ``client_ids`` (pre-summed if > 1)."""
+    """Masked vector(s) mod 2^bits, covering ``client_ids`` (pre-summed if > 1).
+
+    ``excluded``: the neighbours whose shares this client rejected (they did not
+    decrypt or failed their commitments); it did not mask against them and the
+    server treats them as dropped.  A pre-sum carries one :class:`MaskedPart` per
+    covered client (its exclusions, and in active mode its signature) in ``parts``.
+    """
     round_id: bytes
     client_ids: tuple
     vector: np.ndarray
     bits: int
-    signature: bytes = b""  # active mode: the single sender's signature (pre-sums carry none)
+    signature: bytes = b""  # active mode: the single sender's signature (a pre-sum's are in ``parts``)
+    excluded: tuple = ()
+    parts: tuple = ()
 
     def validate(self) -> None:
         if self.__dict__.get("_validated"):
@@ -317,23 +352,59 @@ class MaskedInput:
         if self.bits < v.dtype.itemsize * 8 and v.size and int(v.max()) >> self.bits:
             raise MalformedMessageError(f"vector entries must be < 2^{self.bits}")
         _check_sig(self.signature)
-        if self.signature and len(self.client_ids) != 1:
-            raise MalformedMessageError("only a single client's masked input is signed")
+        if not isinstance(self.excluded, tuple) or not isinstance(self.parts, tuple):
+            raise MalformedMessageError("excluded and parts must be tuples")
+        if len(self.client_ids) == 1:
+            if self.parts:
+                raise MalformedMessageError("a single client's masked input has no parts")
+            _check_ids(self.excluded, "excluded id")
+            if self.client_ids[0] in self.excluded:
+                raise MalformedMessageError("a client cannot exclude itself")
+        else:
+            if self.signature or self.excluded:
+                raise MalformedMessageError("a pre-sum carries its clients' signatures and exclusions in parts")
+            for p in self.parts:
+                if not isinstance(p, MaskedPart):
+                    raise MalformedMessageError("parts must be MaskedPart")
+                p.validate()
+            if tuple(p.client_id for p in self.parts) != self.client_ids:
+                raise MalformedMessageError("a pre-sum needs one part per covered client, in order")
 
     def _le_bytes(self) -> bytes:
         return np.ascontiguousarray(self.vector, dtype=self.vector.dtype.newbyteorder("<")).tobytes()
 
+    def vector_digest(self) -> bytes:
+        return digest(self._le_bytes())
+
+    def as_part(self) -> MaskedPart:
+        """This single client's input as a part of a pre-sum."""
+        return MaskedPart(self.client_ids[0], tuple(self.excluded), self.vector_digest(), self.signature)
+
+    def exclusions(self) -> dict:
+        """client id -> the peers it excluded (for every covered client)."""
+        if len(self.client_ids) == 1:
+            return {self.client_ids[0]: tuple(self.excluded)}
+        return {p.client_id: tuple(p.excluded) for p in self.parts}
+
     def signed_parts(self):
-        return b"masked_input", self.round_id, self.client_ids[0], bytes([self.bits]), digest(self._le_bytes())
+        return MaskedPart(self.client_ids[0], tuple(self.excluded), self.vector_digest()).signed_parts(
+            self.round_id, self.bits)
 
     def encode(self) -> bytes:
         ids = self.client_ids
-        return b"".join([_header(T_MASKED, self.round_id), struct.pack("<BI", self.bits, len(ids)),
-                         struct.pack(f"<{len(ids)}I", *ids), _U32.pack(self.vector.size),
-                         self._le_bytes(), _blob(self.signature)])
+        out = [_header(T_MASKED, self.round_id), struct.pack("<BI", self.bits, len(ids)),
+               struct.pack(f"<{len(ids)}I", *ids), _U32.pack(self.vector.size),
+               self._le_bytes(), _blob(self.signature), _U32.pack(len(self.excluded)), _pack_ids(self.excluded),
+               _U32.pack(len(self.parts))]
+        for p in self.parts:
+            out += [_U32x2.pack(p.client_id, len(p.excluded)), _pack_ids(p.excluded), bytes(p.vector_digest),
+                    _blob(p.signature)]
+        return b"".join(out)
 
     def wire_size(self) -> int:
-        return _HDR.size + 5 + 4 * len(self.client_ids) + 4 + self.vector.nbytes + 2 + len(self.signature)
+        return (_HDR.size + 5 + 4 * len(self.client_ids) + 4 + self.vector.nbytes + 2 + len(self.signature)
+                + 4 + 4 * len(self.excluded) + 4
+                + sum(8 + 4 * len(p.excluded) + 32 + 2 + len(p.signature) for p in self.parts))
 
     @classmethod
     def _decode(cls, rid, r):
@@ -344,7 +415,14 @@ class MaskedInput:
         dt = np.dtype("<u4" if bits <= 32 else "<u8")
         m = r.count(dt.itemsize)
         vec = np.frombuffer(r.take(m * dt.itemsize), dtype=dt).astype(dt.newbyteorder("="), copy=True)
-        return cls(rid, ids, vec, bits, _read_blob(r))
+        sig = _read_blob(r)
+        excluded = tuple(struct.unpack(f"<{(n := r.count(4))}I", r.take(4 * n)))
+        parts = []
+        for _ in range(r.count(8 + 32 + 2)):
+            cid = r.u32()
+            ex = tuple(struct.unpack(f"<{(n := r.count(4))}I", r.take(4 * n)))
+            parts.append(MaskedPart(cid, ex, bytes(r.take(32)), _read_blob(r)))
+        return cls(rid, ids, vec, bits, sig, excluded, tuple(parts))
 
 
 @dataclass(frozen=True)
@@ -536,20 +614,26 @@ def decode(data: bytes) -> Message:
     return msg
 
 
-def presum(msgs: Sequence[MaskedInput], registry=None) -> MaskedInput:
+def presum(msgs: Sequence[MaskedInput], registry=None, bindings: dict | None = None) -> MaskedInput:
     """Pre-sum masked inputs of several clients mod 2^bits (e.g. in a worker).
 
     The server accepts the result like any masked input; it covers the union
-    of the client ids (which must be disjoint).  Pre-summing is the server's
-    addition done where the vectors are: with a ``registry`` (active mode) each
-    part's signature is verified first, as the server would.
+    of the client ids (which must be disjoint) and carries, per client, a
+    :class:`MaskedPart` with its exclusions and signature, so the server still
+    learns whom each client excluded and, in active mode, verifies that each
+    covered client signed its masked input for this round.  With a ``registry``
+    (active mode) each input's signature is verified here first, bound to its
+    sender's execution by ``bindings[id]`` (:func:`secagg.signing.instance_binding`).
+    A single input is returned as it is (its own signature intact).
     """
     if not msgs:
         raise ValueError("nothing to pre-sum")
     for msg in msgs:
         msg.validate()
         if registry is not None:
-            registry.verify_message(msg)
+            registry.verify_message(msg, binding=(bindings or {}).get(msg.client_ids[0], b""))
+    if len(msgs) == 1:
+        return msgs[0]
     first = msgs[0]
     if any(m.round_id != first.round_id or m.bits != first.bits or m.vector.shape != first.vector.shape
            for m in msgs):
@@ -557,9 +641,10 @@ def presum(msgs: Sequence[MaskedInput], registry=None) -> MaskedInput:
     ids = tuple(i for m in msgs for i in m.client_ids)
     if len(set(ids)) != len(ids):
         raise DuplicateClientError("a client id appears in two pre-summed inputs")
+    parts = tuple(p for m in msgs for p in (m.parts if len(m.client_ids) > 1 else (m.as_part(),)))
     acc = first.vector.copy()
     for m in msgs[1:]:
         np.add(acc, m.vector, out=acc)
     if first.bits < acc.dtype.itemsize * 8:
         np.bitwise_and(acc, acc.dtype.type((1 << first.bits) - 1), out=acc)
-    return MaskedInput(first.round_id, ids, acc, first.bits)
+    return MaskedInput(first.round_id, ids, acc, first.bits, parts=parts)

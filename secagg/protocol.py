@@ -34,7 +34,10 @@ class ProtocolResult:
     """Outcome and cost of one round.
 
     ``sum`` is the exact sum mod 2^bits of the inputs of ``survivors`` (clients
-    whose masked input reached the server).  ``dropped`` lists, per stage, the
+    whose masked input reached the server and was not ejected).  ``ejected``: the
+    clients treated as dropped after sending their input, with why (a neighbour
+    rejected their shares).  ``cheaters``: clients the evidence proves deviated,
+    with the proof in ``evidence``.  ``dropped`` lists, per stage, the
     clients that did not send that stage's message (scheduled dropouts and
     clients whose message was rejected); ``rejected`` records each rejected
     message as ``(stage, party, error)``.  Seconds are wall-clock; bytes are
@@ -64,6 +67,8 @@ class ProtocolResult:
     config: RoundConfig = field(repr=False, default=None)
     malicious: bool = False
     cheaters: list = field(default_factory=list)
+    evidence: dict = field(default_factory=dict)
+    ejected: dict = field(default_factory=dict)
 
     @property
     def prg_bytes(self) -> int:
@@ -81,7 +86,8 @@ class ProtocolResult:
                 "server_bytes_sent": self.server_bytes_sent,
                 "prg_bytes": self.prg_bytes, "prg_bytes_clients": self.prg_bytes_clients,
                 "prg_bytes_server": self.prg_bytes_server, "rejected": len(self.rejected),
-                "malicious": self.malicious, "cheaters": list(self.cheaters)}
+                "malicious": self.malicious, "cheaters": list(self.cheaters),
+                "ejected": sorted(self.ejected)}
 
 
 def _normalise_dropouts(dropouts, n: int, stages=STAGES) -> dict[str, set[int]]:
@@ -112,7 +118,7 @@ def run_protocol(inputs: np.ndarray, *, bits: int = 32, dropouts: Mapping | None
                  malicious: bool = False, seed: int | None = None, prg: str = "aes-ctr",
                  deterministic: bool = False, wire: bool = True, presum_group_size: int = 1,
                  workers: int = 1, interceptor: Interceptor | None = None, round_id: bytes | None = None,
-                 config: RoundConfig | None = None) -> ProtocolResult:
+                 config: RoundConfig | None = None, ledgers: Mapping | None = None) -> ProtocolResult:
     """Run one whole SecAgg(+) round over ``inputs`` (shape ``(n, m)``,
     integers in ``[0, 2^bits)``) and return the sum of the survivors' rows.
 
@@ -133,6 +139,9 @@ def run_protocol(inputs: np.ndarray, *, bits: int = 32, dropouts: Mapping | None
         its clients' masked inputs); 1 = everything in this process.
     presum_group_size: in-process, pre-sum masked inputs of groups of this
         many clients before they reach the server (as a worker would).
+    ledgers: client id -> :class:`~secagg.ledger.RoundLedger`, each device's memory of
+        the round ids it joined (in-process clients only): a client refuses a
+        round id its ledger holds.
     interceptor: ``f(stage, direction, party, msg)`` called on every message in
         flight (``direction`` is ``'up'`` client->server or ``'down'``); returns
         the message to deliver, ``None`` to drop it, or a list of messages.
@@ -179,7 +188,8 @@ def run_protocol(inputs: np.ndarray, *, bits: int = 32, dropouts: Mapping | None
                           sign_keys=sign_keys)
     else:
         client_ex = MaskExpander(m, bits, cfg.prg)
-        clients = {i: make_client(i, cfg, seed, deterministic, client_ex, sign_keys) for i in range(n)}
+        clients = {i: make_client(i, cfg, seed, deterministic, client_ex, sign_keys,
+                                  ledger=(ledgers or {}).get(i)) for i in range(n)}
     rejected: list = []
     sent_by_stage = {s: defaultdict(int) for s in stages}
     received = defaultdict(int)
@@ -329,7 +339,8 @@ def run_protocol(inputs: np.ndarray, *, bits: int = 32, dropouts: Mapping | None
         bytes_received_per_client=mean([received[i] for i in survivors]),
         server_bytes_sent=server_sent,
         prg_bytes_clients=prg_clients, prg_bytes_server=server_ex.bytes_generated,
-        config=cfg, malicious=cfg.malicious, cheaters=sorted(server.cheaters))
+        config=cfg, malicious=cfg.malicious, cheaters=sorted(server.cheaters), evidence=dict(server.evidence),
+        ejected=dict(server.ejected))
 
 
 def sign_keys_from_config(cfg: RoundConfig, sign_keys: dict):

@@ -16,15 +16,28 @@ directly.  Every ``receive_*`` takes ``origin``: the client ids that the
 transport authenticated for the connection the message came on (a device's
 own id; a worker's hosted ids for a pre-sum).  A message naming a sender
 outside ``origin`` is an :class:`~secagg.errors.AuthenticationError`; in
-active mode every single-client message must also carry a valid signature.
+active mode every single-client message must also carry a valid signature,
+bound to the sender's ephemeral keys of this execution, and a pre-sum one per
+covered client.
 
-``MaskedInput`` may cover several clients (pre-summed by a worker).  If fewer
-than t parties remain at any stage, or some needed secret has fewer than t
-consistent shares, :class:`SecAggAbort` is raised and no (partial) sum is
-released.  Reconstructed secrets are verified (``b_u`` against the commitment
-sent with its shares, ``s_u^SK`` against ``s_u^PK``); wrong shares are found by
-Reed-Solomon decoding when more than t + 1 arrive, and their senders are
-listed in ``cheaters``.  A wrong sum is never returned silently.
+**One bad client is a dropout.**  Public keys are deduplicated on the X25519
+point they decode to.  A client reports the neighbours whose shares it rejected
+(``MaskedInput.excluded``); when the masked-input stage closes, every client so
+reported is treated as dropped: its masked input leaves the sum (a pre-sum that
+holds it leaves with all the clients it covers, who become dropouts, which the
+double masking makes safe), and each holder's unmask request reflects the peers
+it accepted.  The sum is that of the remaining survivors.
+
+**Attribution from evidence.**  Every share a holder reveals is checked against the
+dealer's commitment to that share (sent ahead of its ciphertext, checked by the
+holder on receipt).  A revealed share that fails it was changed by its holder: the
+holder is listed in ``cheaters`` (``evidence`` says why).  If the shares that pass
+do not reconstruct a secret that matches its public check (``b_u`` against the
+commitment sent with the shares, ``s_u^SK`` against ``s_u^PK``), the dealer dealt
+them so: Reed-Solomon decoding recovers the secret when enough shares arrived, and
+the dealer is named; otherwise the round aborts naming the dealer and the stage.
+If fewer than t parties remain at any stage, :class:`SecAggAbort` is raised and no
+(partial) sum is released.  A wrong sum is never returned silently.
 """
 from __future__ import annotations
 
@@ -33,12 +46,13 @@ import numpy as np
 from .config import RoundConfig
 from .errors import (AuthenticationError, BadPublicKeyError, DuplicateClientError, InconsistentSharesError,
                      MalformedMessageError, ProtocolStateError, SecAggAbort, UnknownClientError)
-from .keys import (agree, check_public_key, commit_self_mask, load_public, mask_seed, private_key_from_bytes,
-                   public_bytes, self_mask_seed)
+from . import signing
+from .keys import (COMMITMENTS_BYTES, agree, canonical_point, check_public_key, commit_self_mask, commit_share,
+                   load_public, mask_seed, private_key_from_bytes, public_bytes, self_mask_seed)
 from .messages import (AdvertiseKeys, ConsistencyRequest, ConsistencySignature, ForwardedShares, KeyBroadcast,
                        MaskedInput, ShareKeys, UnmaskRequest, UnmaskResponse, survivors_digest)
 from .prg import MaskExpander, reduce_mod
-from .shamir import reconstruct_checked, x_of
+from .shamir import berlekamp_welch, reconstruct_checked, x_of
 
 STAGES = ("advertise_keys", "share_keys", "masked_input", "unmasking")
 ACTIVE_STAGES = ("advertise_keys", "share_keys", "masked_input", "consistency", "unmasking")
@@ -62,6 +76,11 @@ class SecAggServer:
         self.u4: dict[int, bytes] = {}  # active mode: consistency signatures on U3
         self.responses: dict[int, UnmaskResponse] = {}
         self.cheaters: set[int] = set()
+        self.evidence: dict[int, str] = {}  # cheater -> what proves it
+        self.ejected: dict[int, str] = {}  # client -> why it was treated as dropped after sending its input
+        self.excluded_by: dict[int, set[int]] = {}  # reporter -> peers whose shares it rejected
+        self._inputs: list[tuple[tuple, np.ndarray]] = []  # masked inputs, summed when the stage closes
+        self._sent_to: dict[int, set[int]] = {}  # v -> senders whose shares were forwarded to v
         self._requests: dict[int, UnmaskRequest] = {}
         self._acc = np.zeros(config.m, dtype=config.dtype)
         self._pks: set[bytes] = set()
@@ -84,10 +103,16 @@ class SecAggServer:
                 raise AuthenticationError(f"message claims clients {foreign[:5]} but came from a connection "
                                           f"authenticated for {sorted(origin)[:5]} (forged sender id)")
 
+    def _binding(self, sender: int) -> bytes:
+        return signing.instance_binding(*self.u1[sender]) if sender in self.u1 else b""
+
     def _verify(self, msg) -> None:
-        """Active mode: the message's signature by its sender."""
+        """Active mode: the message's signature by its sender (after the advertisement,
+        bound to the keys the sender advertised in this execution)."""
         if self.cfg.malicious:
-            self.cfg.registry().verify_message(msg)
+            sender = msg.client_ids[0] if isinstance(msg, MaskedInput) else msg.sender
+            binding = b"" if isinstance(msg, AdvertiseKeys) else self._binding(sender)
+            self.cfg.registry().verify_message(msg, binding=binding)
 
     def _abort(self, why: str):
         self.stage = "aborted"
@@ -111,8 +136,9 @@ class SecAggServer:
         if u in self.u1:
             raise DuplicateClientError(f"client {u} already advertised keys")
         self._verify(msg)
-        if msg.c_pk in self._pks or msg.s_pk in self._pks:
-            raise DuplicateClientError(f"client {u} advertised an already used public key")
+        points = (canonical_point(msg.c_pk), canonical_point(msg.s_pk))
+        if points[0] == points[1] or any(p in self._pks for p in points):
+            raise DuplicateClientError(f"client {u} advertised an already used public key (the same X25519 point)")
         for pk in (msg.c_pk, msg.s_pk):
             try:
                 check_public_key(pk)
@@ -121,7 +147,7 @@ class SecAggServer:
         self.u1[u] = (msg.c_pk, msg.s_pk)
         if msg.signature:
             self.u1_sigs[u] = msg.signature
-        self._pks.update((msg.c_pk, msg.s_pk))
+        self._pks.update(points)
 
     def broadcast_keys(self) -> dict[int, KeyBroadcast]:
         self._close("advertise_keys", "share_keys", len(self.u1))
@@ -147,22 +173,27 @@ class SecAggServer:
             raise UnknownClientError(f"client {u} addressed non-neighbours {sorted(got - want)[:5]}")
         if got != want:
             raise MalformedMessageError(f"client {u} must address all {len(want)} neighbours in U1")
+        if any(len(ct) < COMMITMENTS_BYTES for ct in msg.ciphertexts.values()):
+            raise MalformedMessageError(f"client {u} sent shares without their commitments")
         self.u2[u] = msg.ciphertexts
         self.commitments[u] = msg.commitment
 
     def forward_shares(self) -> dict[int, ForwardedShares]:
         self._close("share_keys", "masked_input", len(self.u2))
         nb, u2, rid = self.cfg.neighbours, self.u2, self.cfg.round_id
-        return {v: ForwardedShares(rid, v, {u: u2[u][v] for u in sorted(nb[v]) if u in u2}) for v in sorted(u2)}
+        out = {v: ForwardedShares(rid, v, {u: u2[u][v] for u in sorted(nb[v]) if u in u2}) for v in sorted(u2)}
+        self._sent_to = {v: set(msg.ciphertexts) for v, msg in out.items()}
+        return out
 
     # -- stage 2 ---------------------------------------------------------
     def receive_masked_input(self, msg: MaskedInput, origin=None) -> None:
         """Accept one masked vector, or a worker's pre-sum covering several clients.
 
         In active mode a single client's vector must be signed by it; a pre-sum
-        (whose parts the worker verified, as :func:`~secagg.messages.presum`
-        does with a registry) is accepted only from an authenticated ``origin``
-        that covers all its ids.
+        is accepted only from an authenticated ``origin`` that covers all its ids,
+        with each covered client's signature on its own vector and exclusions (the
+        worker, which verified them before adding, is trusted for the addition).
+        Each client's exclusions may name only peers whose shares it was sent.
         """
         self._expect("masked_input", msg, MaskedInput, origin)
         if msg.bits != self.cfg.bits or msg.vector.shape != (self.cfg.m,):
@@ -174,20 +205,55 @@ class SecAggServer:
         dup = [u for u in ids if u in self.u3]
         if dup:
             raise DuplicateClientError(f"masked input already received for {sorted(dup)[:5]}")
+        exclusions = msg.exclusions()
+        for v, ex in exclusions.items():
+            foreign = set(ex) - self._sent_to.get(v, set())
+            if foreign:
+                raise MalformedMessageError(f"client {v} excludes {sorted(foreign)[:5]}, whose shares it was not sent")
         if self.cfg.malicious:
+            reg = self.cfg.registry()
             if len(ids) == 1:
                 self._verify(msg)
             elif origin is None:
                 raise AuthenticationError("active mode: a pre-summed masked input needs an authenticated origin")
-        np.add(self._acc, msg.vector, out=self._acc)
+            else:
+                for part in msg.parts:
+                    purpose, rid, sender, *parts = part.signed_parts(msg.round_id, msg.bits)
+                    binding = self._binding(sender)
+                    reg.verify(sender, part.signature, purpose, rid, *parts, *([binding] if binding else []))
+        self._inputs.append((tuple(ids), msg.vector))
+        self.excluded_by.update({v: set(ex) for v, ex in exclusions.items() if ex})
         self.u3.update(ids)
 
+    def _settle_inputs(self) -> None:
+        """Close masked-input collection: every client some survivor reported as
+        excluded is treated as dropped (with the pre-sum it arrived in), and the
+        remaining inputs are summed."""
+        reported = {}
+        for v, ex in self.excluded_by.items():
+            for u in ex:
+                reported.setdefault(u, set()).add(v)
+        for ids, vec in self._inputs:
+            bad = sorted(u for u in ids if u in reported)
+            if not bad:
+                np.add(self._acc, vec, out=self._acc)
+                continue
+            for u in ids:
+                self.ejected[u] = (f"its shares were rejected by {sorted(reported[u])[:5]}" if u in reported else
+                                   f"its input was pre-summed with that of excluded client(s) {bad[:5]}")
+            self.u3.difference_update(ids)
+        self._inputs = []
+
+    def view(self, v: int) -> set:
+        """The peers whose shares ``v`` accepted (those it masked against)."""
+        return self._sent_to.get(v, set()) - self.excluded_by.get(v, set())
+
     def _build_unmask_requests(self) -> dict[int, UnmaskRequest]:
-        nb, u2, u3, rid = self.cfg.neighbours, self.u2, self.u3, self.cfg.round_id
+        u3, rid = self.u3, self.cfg.round_id
         reqs = {}
         signers = self.u4
         for v in sorted(u3 if not self.cfg.malicious else signers):
-            held = [u for u in sorted(nb[v]) if u in u2]
+            held = sorted(self.view(v))
             surv = tuple(sorted([u for u in held if u in u3] + [v]))  # v also holds a share of its own b_v
             sigs = {u: signers[u] for u in surv if u in signers and u != v} if self.cfg.malicious else {}
             reqs[v] = UnmaskRequest(rid, v, surv, tuple(u for u in held if u not in u3), sigs)
@@ -197,6 +263,7 @@ class SecAggServer:
         """Active mode: close masked-input collection and send U3 to its members."""
         if not self.cfg.malicious:
             raise ProtocolStateError("the ConsistencyCheck round exists only in active mode (malicious=True)")
+        self._settle_inputs()
         self._close("masked_input", "consistency", len(self.u3))
         u3 = tuple(sorted(self.u3))
         self._u3_digest = survivors_digest(u3)
@@ -218,6 +285,8 @@ class SecAggServer:
         if self.cfg.malicious:
             self._close("consistency", "unmasking", len(self.u4))
         else:
+            if self.stage == "masked_input":
+                self._settle_inputs()
             self._close("masked_input", "unmasking", len(self.u3))
         self._requests = self._build_unmask_requests()
         return self._requests
@@ -240,29 +309,82 @@ class SecAggServer:
         """Clients that shared keys but sent no masked input (U2 \\ U3)."""
         return sorted(set(self.u2) - self.u3)
 
-    def _recover(self, pts: list, check) -> int:
-        """One verified secret; holders whose shares were wrong join ``cheaters``."""
-        pts = sorted(pts, key=lambda p: (p[0] - 1) in self.cheaters)  # suspects last
-        secret, bad = reconstruct_checked(pts, self.cfg.threshold, check)
-        self.cheaters.update(x - 1 for x in bad)
-        return secret
+    def _valid_points(self, owner: int, kind: bytes, pts: list) -> list:
+        """The revealed shares of ``owner``'s secret that match the owner's commitment
+        to each holder's share; a holder whose share does not is a proven cheater."""
+        rid, out, liars = self.cfg.round_id, [], []
+        for x, y in pts:
+            v = x - 1
+            if v == owner:
+                com = self.commitments[owner][32:64]
+            else:
+                blob = self.u2[owner][v]
+                com = blob[:32] if kind == b"s" else blob[32:64]
+            if 0 <= y and commit_share(rid, owner, v, kind, y) == bytes(com):
+                out.append((x, y))
+            else:
+                liars.append(v)
+                self.cheaters.add(v)
+                self.evidence[v] = (f"revealed a share of client {owner}'s {'key' if kind == b's' else 'self-mask'} "
+                                    f"secret that differs from the one it accepted (fails the dealer's commitment)")
+        return out, liars
+
+    def _recover(self, owner: int, kind: bytes, pts: list, check) -> int:
+        """One verified secret of ``owner``.  Shares that fail their commitments are
+        dropped (their holders join ``cheaters``); if the rest do not give a secret that
+        passes ``check``, the owner dealt them wrongly: Reed-Solomon decoding recovers
+        the secret when it can (the owner is named), else the round aborts naming it."""
+        t = self.cfg.threshold
+        what = "key" if kind == b"s" else "self-mask"
+        pts, liars = self._valid_points(owner, kind, pts)
+        if len(pts) < t:
+            self._abort(f"unmasking: only {len(pts)} valid shares of client {owner}'s {what} secret, threshold {t}"
+                        + (f"; holders {liars[:10]} revealed shares that fail the dealer's commitments" if liars else ""))
+        try:
+            secret, _ = reconstruct_checked(pts, t, check)
+            return secret
+        except InconsistentSharesError:
+            pass
+        if len(pts) >= t + 2:
+            try:
+                secret, wrong = berlekamp_welch(pts, t)
+            except InconsistentSharesError:
+                secret, wrong = None, []
+            if secret is not None and check(secret) and wrong:
+                self.cheaters.add(owner)
+                self.evidence[owner] = (f"dealt shares of its {what} secret that are not on one polynomial "
+                                        f"(holders {[x - 1 for x in wrong][:10]} hold shares that match its "
+                                        f"commitments but not the polynomial)")
+                return secret
+        self.cheaters.add(owner)
+        self.evidence[owner] = f"dealt shares of its {what} secret that do not reconstruct its commitment"
+        self._abort(f"unmasking: client {owner} dealt shares of its {what} secret that match its per-share "
+                    f"commitments but do not reconstruct the secret it committed to ({len(pts)} shares, threshold "
+                    f"{t}); no sum is released")
 
     def finalize(self) -> np.ndarray:
-        """Reconstruct b_u (survivors) and s_u^SK (dropped), verify them, remove
-        their masks, and return the exact sum of the survivors' inputs mod 2^b."""
+        """Reconstruct b_u (survivors) and s_u^SK (dropped clients some survivor masked
+        against), verify them, remove their masks, and return the exact sum of the
+        survivors' inputs mod 2^b."""
         if self.stage != "unmasking":
             raise ProtocolStateError(f"server is in stage {self.stage!r}, cannot finalize")
-        cfg, nb, t = self.cfg, self.cfg.neighbours, self.cfg.threshold
+        cfg, t = self.cfg, self.cfg.threshold
         if len(self.responses) < t:
             self._abort(f"unmasking: only {len(self.responses)} clients answered, threshold is {t}")
+        views = {v: self.view(v) for v in self.u3}
+        masked_with: dict[int, list] = {}  # dropped u -> survivors that masked against it
+        for v in sorted(self.u3):
+            for u in views[v]:
+                if u not in self.u3:
+                    masked_with.setdefault(u, []).append(v)
         b_pts: dict[int, list] = {u: [] for u in self.u3}
-        dropped = [u for u in self.dropped() if any(v in self.u3 for v in nb[u])]
-        s_pts: dict[int, list] = {u: [] for u in dropped}
+        s_pts: dict[int, list] = {u: [] for u in masked_with}
         for v in sorted(self.responses):
             r = self.responses[v]
             xv = x_of(v)
             for u, y in r.self_mask_shares.items():
-                b_pts[u].append((xv, y))
+                if u in b_pts:
+                    b_pts[u].append((xv, y))
             for u, y in r.key_shares.items():
                 if u in s_pts:
                     s_pts[u].append((xv, y))
@@ -271,32 +393,26 @@ class SecAggServer:
             self._abort(f"unmasking: fewer than t={t} shares for clients {short[:10]}"
                         f"{' ...' if len(short) > 10 else ''} ({len(short)} in total)")
         rid = cfg.round_id
-        try:
-            # reconstruct and verify every secret before touching the sum (no partial result)
-            s_keys = {}
-            for u in dropped:
-                def key_ok(s, u=u):
-                    return not s >> 256 and public_bytes(private_key_from_bytes(s.to_bytes(32, "little"))) == self.u1[u][1]
-                s = self._recover(s_pts[u], key_ok)
-                s_keys[u] = private_key_from_bytes(s.to_bytes(32, "little"))
-            b_vals = {}
-            for u in sorted(self.u3):
-                com = self.commitments[u]
-                b_vals[u] = self._recover(b_pts[u], lambda b, u=u, com=com: commit_self_mask(b, rid, u) == com)
-        except InconsistentSharesError as e:
-            self._abort(f"unmasking: {e} (a share holder sent wrong shares; no sum is released)")
-        except SecAggAbort as e:
-            self._abort(f"unmasking: {e}")
+        # reconstruct and verify every secret before touching the sum (no partial result)
+        s_keys = {}
+        for u in sorted(masked_with):
+            def key_ok(s, u=u):
+                return not s >> 256 and public_bytes(private_key_from_bytes(s.to_bytes(32, "little"))) == self.u1[u][1]
+            s = self._recover(u, b"s", s_pts[u], key_ok)
+            s_keys[u] = private_key_from_bytes(s.to_bytes(32, "little"))
+        b_vals = {}
+        for u in sorted(self.u3):
+            com = self.commitments[u][:32]
+            b_vals[u] = self._recover(u, b"b", b_pts[u], lambda b, u=u, com=com: commit_self_mask(b, rid, u) == com)
         acc, ex = self._acc, self.expander
-        for u in dropped:
+        for u in sorted(masked_with):
             sk = s_keys[u]
-            for v in sorted(nb[u]):
-                if v in self.u3:  # v added Δ_{v,u} PRG(s_{v,u}); remove it
-                    seed = mask_seed(agree(sk, load_public(self.u1[v][1])), rid, u, v)
-                    if v < u:
-                        ex.sub(acc, seed)
-                    else:
-                        ex.add(acc, seed)
+            for v in masked_with[u]:  # v added Δ_{v,u} PRG(s_{v,u}); remove it
+                seed = mask_seed(agree(sk, load_public(self.u1[v][1])), rid, u, v)
+                if v < u:
+                    ex.sub(acc, seed)
+                else:
+                    ex.add(acc, seed)
         for u, b in b_vals.items():
             ex.sub(acc, self_mask_seed(b, rid))
         reduce_mod(acc, cfg.bits)

@@ -7,6 +7,15 @@ Ed25519 (RFC 8032) from ``cryptography``; :class:`KeyRegistry` stands in for
 the PKI (device id -> verification key, registered once).  Every signed
 statement is domain-separated by purpose, round id and sender, so a signature
 cannot be replayed in another round, by another sender or for another message.
+
+The round id is chosen by the server, so it alone cannot stop a server that runs
+several executions under one id and shows a client the signatures a peer made in
+another execution.  Every statement after the key advertisement therefore also
+commits to the signer's own ephemeral X25519 keys of this execution
+(:func:`instance_binding`), which the verifier knows from the signed
+advertisement it used: a signature is valid only inside the execution that
+produced it.  Clients also refuse a round id they have taken part in before
+(:class:`secagg.ledger.RoundLedger`).
 """
 from __future__ import annotations
 
@@ -49,6 +58,13 @@ def digest(*parts: bytes) -> bytes:
     return h.digest()
 
 
+def instance_binding(c_pk: bytes, s_pk: bytes) -> bytes:
+    """What binds a signed statement to one execution of the protocol: a digest of the
+    signer's ephemeral public keys, fresh for every execution and known to every
+    party that checks the signature."""
+    return digest(b"instance", bytes(c_pk), bytes(s_pk))
+
+
 def sign(sk: Ed25519PrivateKey, purpose: bytes, round_id: bytes, sender: int, *parts: bytes) -> bytes:
     return sk.sign(statement(purpose, round_id, sender, *parts))
 
@@ -88,9 +104,12 @@ class KeyRegistry:
         except KeyError:
             raise AuthenticationError(f"party {party} has no registered verification key") from None
 
-    def verify_message(self, msg, signature: bytes | None = None) -> None:
-        """Check a protocol message's signature by its sender (``msg.signed_parts()``)."""
+    def verify_message(self, msg, signature: bytes | None = None, binding: bytes = b"") -> None:
+        """Check a protocol message's signature by its sender (``msg.signed_parts()``),
+        bound to the sender's execution by ``binding`` (:func:`instance_binding`)."""
         purpose, rid, sender, *parts = msg.signed_parts()
+        if binding:
+            parts.append(binding)
         self.verify(sender, msg.signature if signature is None else signature, purpose, rid, *parts)
 
     def verify(self, party: int, sig: bytes, purpose: bytes, round_id: bytes, *parts: bytes) -> None:

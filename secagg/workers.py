@@ -31,11 +31,11 @@ def identity_keys(n: int, seed, deterministic: bool) -> dict[int, bytes]:
     return {i: client_rand(i, seed, deterministic, b"identity").bytes(32) for i in range(n)}
 
 
-def make_client(i: int, cfg, seed, deterministic: bool, expander, sign_keys: dict | None = None):
+def make_client(i: int, cfg, seed, deterministic: bool, expander, sign_keys: dict | None = None, ledger=None):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     sk = Ed25519PrivateKey.from_private_bytes(sign_keys[i]) if sign_keys else None
-    return SecAggClient(i, cfg, client_rand(i, seed, deterministic), expander, signing_key=sk)
+    return SecAggClient(i, cfg, client_rand(i, seed, deterministic), expander, signing_key=sk, ledger=ledger)
 
 
 def run_clients_stage(clients: dict, stage: str, downs: dict, inputs=None, group: int = 0):
@@ -53,7 +53,8 @@ def run_clients_stage(clients: dict, stage: str, downs: dict, inputs=None, group
     reg = cfg.registry() if cfg is not None and cfg.malicious else None
 
     def _presum(msgs):  # the server's addition, done here: verify each part first in active mode
-        return presum(msgs, registry=reg)
+        return presum(msgs, registry=reg,
+                      bindings={m.client_ids[0]: clients[m.client_ids[0]].binding for m in msgs} if reg else None)
 
     for i, msg in downs.items():
         c = clients[i]

@@ -279,13 +279,13 @@ def test_relabelled_or_replayed_messages_fail_signatures_in_active_mode():
     rnd = Round(n=8, mode="secagg", malicious=True)
     srv = SecAggServer(rnd.cfg)
     srv.stage = "masked_input"
-    srv.u2 = rnd.server.u2
+    srv.u1, srv.u2, srv._sent_to = rnd.server.u1, rnd.server.u2, rnd.server._sent_to
     relabelled = dataclasses.replace(rnd.masked[3], client_ids=(5,))
     with pytest.raises(AuthenticationError, match="bad signature"):
         srv.receive_masked_input(relabelled)
     other_round = dataclasses.replace(rnd.masked[3], round_id=b"S" * 16)
     srv2 = SecAggServer(dataclasses.replace(rnd.cfg, round_id=b"S" * 16))
-    srv2.stage, srv2.u2 = "masked_input", rnd.server.u2
+    srv2.stage, srv2.u1, srv2.u2 = "masked_input", rnd.server.u1, rnd.server.u2
     with pytest.raises(AuthenticationError):
         srv2.receive_masked_input(other_round)
     unsigned = dataclasses.replace(rnd.masked[3], signature=b"")
@@ -340,8 +340,10 @@ def test_relabelled_unmask_response_with_exactly_t(rng, rand_inputs, modsum, sam
 
 
 def test_tampered_share_with_exactly_t_is_a_named_abort(rng, rand_inputs):
-    """A share value changed in flight (same link, so origin checks pass): with
-    exactly t shares the commitment catches the wrong self-mask secret."""
+    """A share value changed in flight (same link, so origin checks pass): it fails
+    the dealer's commitment to that holder's share, so the holder is named (the
+    revealed share differs from the one it accepted) and, with exactly t shares,
+    the round aborts by name."""
     n, t = 10, 6
     x = rand_inputs(rng, n, 20)
 
@@ -352,7 +354,7 @@ def test_tampered_share_with_exactly_t_is_a_named_abort(rng, rand_inputs):
             return dataclasses.replace(msg, self_mask_shares=shares)
         return msg
 
-    with pytest.raises(SecAggAbort, match="wrong share cannot be identified"):
+    with pytest.raises(SecAggAbort, match=r"only 5 valid shares of client 2's self-mask secret.*holders \[1\]"):
         run_protocol(x, mode="secagg", threshold=t, seed=5, corrupt_fraction=0.0,
                      dropouts={"unmasking": list(range(t, n))}, interceptor=tamper)
 
@@ -400,7 +402,7 @@ def test_wire_roundtrip_of_the_new_messages():
     m = rnd.masked[1]
     back = decode(m.encode())
     assert back.signature == m.signature and np.array_equal(back.vector, m.vector)
-    rnd.cfg.registry().verify_message(back)
+    rnd.cfg.registry().verify_message(back, binding=rnd.clients[1].binding)
 
 
 def test_registry_refuses_to_rebind_an_identity():
