@@ -335,16 +335,13 @@ class DeviceWorker:
         else:
             contrib, w, info = self.aggregator.client(delta, stats["examples"], r["broadcast"])
             if r["secure"] is not None:  # the chain's secure_sum: quantize, then SecAgg client
-                from secagg import SecAggClient
-
                 try:
                     q = r["secure"].encode(contrib, w, rng_for(seed, "quantize", r["round"], dev))
                 except ValueError as e:  # a weight the quantizer cannot hold would wrap the sum around
                     rec.update(status=REJECTED, error=str(e))
                     return
                 pos = int(r["positions"][i])
-                client = SecAggClient(pos, r["secure"].config, expander=r["expander"],
-                                      signing_key=r["secure"].signing_key(pos))
+                client = r["secure"].client(pos, r["expander"])
                 r["advertised"].append(client.advertise_keys())
                 self._secure["clients"][pos] = (client, q)
                 # the weight travels inside the secure sum; the chain's per-report info (e.g. clip flags)
@@ -365,7 +362,7 @@ class DeviceWorker:
         """Run one SecAgg stage for this worker's clients; masked inputs are pre-summed
         mod 2^b here. A client that fails a stage drops out of the protocol (the server
         copes with up to n - t dropouts); its error is not fatal to the others."""
-        from secagg import SecAggError, presum
+        from secagg import SecAggError
 
         state = getattr(self, "_secure", None)
         if state is None:
@@ -389,8 +386,7 @@ class DeviceWorker:
             except SecAggError:
                 state["clients"].pop(pos)
         if stage == "masked_input" and out:  # the server's addition, done here (signatures checked first)
-            cfg = state["secure"].config
-            out = [presum(out, registry=cfg.registry() if cfg.malicious else None)]
+            out = [state["secure"].presum(out, state["clients"])]
         if stage == "unmask":
             self._secure = None  # the round is over: forget the secrets
         return out
