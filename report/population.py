@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 W, H = 520, 260                     # chart size in px
-L, R, T, B = 56, 14, 26, 40         # margins: left, right, top, bottom
+L, R, T, B = 66, 14, 26, 40         # margins: left, right, top, bottom
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 STATUS_COLORS = {"accepted": "#2ca02c", "dropped": "#ff7f0e", "straggler": "#9467bd", "stragglers": "#9467bd",
                  "failed": "#d62728", "rejected": "#8c564b", "nonfinite": "#e377c2"}
