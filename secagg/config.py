@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass
 
 from .errors import ConfigError
-from .graph import choose_k_t, complete_graph, harary_graph, privacy_violation, threshold_for
+from .graph import choose_k_t, complete_graph, graph_violation, harary_graph, privacy_violation, threshold_for
 from .prg import PRGS, word_dtype
 
 MODES = ("secagg+", "secagg")
@@ -73,8 +73,9 @@ def make_config(n: int, m: int, *, bits: int = 32, mode: str = "secagg+", thresh
     Harary graph with ``(k, t)`` from :func:`secagg.graph.choose_k_t` for the
     assumed ``dropout_rate``, ``corrupt_fraction`` and ``2^-security_bits``
     target (Bell et al. 2020).  An explicit ``k`` gets its threshold from the
-    same rule (:func:`secagg.graph.threshold_for`); an explicit ``threshold`` is
-    checked against the rule's privacy bounds.  Either raises
+    same rule (:func:`secagg.graph.threshold_for`) and must meet the same
+    graph-privacy bound (:func:`secagg.graph.graph_violation`); an explicit
+    ``threshold`` is checked against the rule's privacy bounds.  Either raises
     :class:`~secagg.errors.ConfigError` naming the bound it misses.
     ``malicious`` is honoured on every path (also the complete-graph fallback).
     ``round_id`` defaults to 16 fresh random bytes.
@@ -96,6 +97,9 @@ def make_config(n: int, m: int, *, bits: int = 32, mode: str = "secagg+", thresh
                 threshold = t_auto
         if k < 1:
             raise ConfigError(f"k must be >= 1, got {k}")
+        why = graph_violation(n, k, dropout_rate, corrupt_fraction, security_bits)
+        if why:  # the same rule as the automatic choice: an explicit k gets no exemption
+            raise ConfigError(f"unsafe secure-aggregation parameters: {why}")
         nbrs = harary_graph(n, k, seed)
         k_eff = min(len(s) for s in nbrs)
     t = threshold_for(n, k_eff, dropout_rate, corrupt_fraction, security_bits, malicious) \

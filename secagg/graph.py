@@ -120,6 +120,21 @@ def privacy_violation(n: int, k: int, t: int, gamma: float, sigma: float, malici
     return None
 
 
+def graph_violation(n: int, k: int, delta: float, gamma: float, sigma: float) -> str | None:
+    """Why a SecAgg+ degree ``k`` misses the graph-privacy bound
+    ``n * (delta + gamma)^(k/2) <= 2^-sigma``, or None (Bell et al. 2020: below it the
+    honest survivors' graph can split, and a server that follows the protocol learns
+    the sum of one part)."""
+    if k >= n - 1:
+        return None
+    p = n * (delta + gamma) ** (k // 2)
+    if p > 2.0 ** -sigma:
+        return (f"graph privacy for k={k}, n={n} (dropout {delta}, corrupt fraction {gamma}): "
+                f"n * (dropout + corrupt)^(k/2) = {p:.2e} > 2^-{sigma:g}, so the survivors' graph may split; "
+                f"use a larger k")
+    return None
+
+
 def min_private_threshold(n: int, k: int, gamma: float = 0.05, sigma: float = 40.0,
                           malicious: bool = False, t_max: int | None = None) -> int | None:
     """Smallest t >= the structural floor that meets the privacy bounds (None if none <= t_max)."""
@@ -165,7 +180,7 @@ def choose_k_t(n: int, delta: float = 0.1, gamma: float = 0.05, sigma: float = 4
     connected; else the complete graph with :func:`classic_threshold`."""
     _check_rates(n, delta, gamma)
     for k in range(2, n - 1, 2):
-        if n * (delta + gamma) ** (k // 2) > 2.0 ** -sigma:
+        if graph_violation(n, k, delta, gamma, sigma):
             continue
         t = correctness_threshold(n, k, delta, sigma)
         t_min = min_private_threshold(n, k, gamma, sigma, malicious)

@@ -20,6 +20,9 @@ from secagg.rand import DeterministicRandomSource
 from secagg.shamir import PRIME, reconstruct, x_of
 from secagg.signing import generate_signing_key, verify_key_bytes
 
+# small test graphs (explicit k on a few clients) are checked at this security level, not 2^-40
+SMALL_GRAPH_BITS = 5
+
 
 def _errors(result, name):
     return [r for r in result.rejected if name in r[2]]
@@ -34,7 +37,7 @@ class Round:
         sks = {i: generate_signing_key(DeterministicRandomSource(seed, label=b"id%d" % i)) for i in range(n)}
         vks = [verify_key_bytes(sks[i]) for i in range(n)] if malicious else None
         self.cfg = make_config(n, m, mode=mode, k=k, threshold=threshold, malicious=malicious, seed=seed,
-                               corrupt_fraction=0.0, round_id=b"R" * 16, verify_keys=vks)
+                               corrupt_fraction=0.0, security_bits=SMALL_GRAPH_BITS if k else 40.0, round_id=b"R" * 16, verify_keys=vks)
         self.x = np.random.default_rng(seed).integers(0, 2**32, size=(n, m), dtype=np.uint64).astype(np.uint32)
         self.clients = [SecAggClient(i, self.cfg, self.rand[i], signing_key=sks[i] if malicious else None)
                         for i in range(n)]
@@ -249,9 +252,9 @@ def test_explicit_k_that_cannot_be_made_safe_is_a_config_error():
     with pytest.raises(ConfigError, match=r"k=4.*2\^-40"):
         make_config(1000, 8, k=4, corrupt_fraction=0.05)
     with pytest.raises(ConfigError, match="floor"):
-        make_config(100, 8, k=10, threshold=3, corrupt_fraction=0.0)
+        make_config(100, 8, k=10, threshold=3, corrupt_fraction=0.0, dropout_rate=0.0)
     # the old rule gave t = 1 for such configurations
-    cfg = make_config(50, 8, k=2, corrupt_fraction=0.0)
+    cfg = make_config(50, 8, k=2, corrupt_fraction=0.0, dropout_rate=0.0)
     assert cfg.threshold == 2
     # malicious is honoured on the complete-graph fallback too
     n = 12
@@ -386,7 +389,7 @@ def test_low_order_public_key_excludes_only_its_sender(rng, rand_inputs, modsum,
             return dataclasses.replace(msg, c_pk=low_order[(3, 7, 8).index(party)])
         return msg
 
-    r = run_protocol(x, mode="secagg+", k=8, seed=7, corrupt_fraction=0.0, interceptor=bad_key)
+    r = run_protocol(x, mode="secagg+", k=8, seed=7, corrupt_fraction=0.0, security_bits=SMALL_GRAPH_BITS, interceptor=bad_key)
     assert sorted(e[1] for e in _errors(r, "BadPublicKeyError")) == [3, 7, 8]
     assert r.survivors == [i for i in range(12) if i not in (3, 7, 8)]
     assert same(r.sum, modsum(x, r.survivors))
@@ -412,3 +415,35 @@ def test_registry_refuses_to_rebind_an_identity():
         reg.register(1, b"\x02" * 32)
     with pytest.raises(AuthenticationError):
         reg.raw(9)
+
+
+def test_explicit_k_meets_the_graph_privacy_bound_of_automatic_k():
+    """Property: whatever (n, k, t, rates) a caller passes, a config that is made meets
+    the same graph-privacy bound as the automatic choice, and one that is refused says
+    which bound (an explicit k is no way around the rule)."""
+    from secagg.graph import graph_violation
+
+    rng = np.random.default_rng(11)
+    made = refused_graph = 0
+    for _ in range(400):
+        n = int(rng.integers(4, 3000))
+        k = int(rng.integers(1, min(n - 1, 200))) // 2 * 2 or 2
+        delta = float(rng.choice([0.0, 0.05, 0.1, 0.2]))
+        gamma = float(rng.choice([0.0, 0.02, 0.05]))
+        sigma = float(rng.choice([10, 20, 40]))
+        threshold = None if rng.random() < 0.5 else int(rng.integers(1, k + 2))
+        try:
+            cfg = make_config(n, 4, k=k, threshold=threshold, dropout_rate=delta, corrupt_fraction=gamma,
+                              security_bits=sigma, seed=1)
+        except ConfigError as e:
+            refused_graph += "graph privacy" in str(e)
+            assert f"k={k}" in str(e) and ("2^-" in str(e) or "floor" in str(e))
+            continue
+        made += 1
+        kk = min(len(s) for s in cfg.neighbours)
+        assert kk >= n - 1 or n * (delta + gamma) ** (kk // 2) <= 2.0 ** -sigma
+        assert graph_violation(n, kk, delta, gamma, sigma) is None
+    assert made > 50 and refused_graph > 25
+    # the case of the issue: 10 % dropout, a k that choose_k_t would refuse
+    with pytest.raises(ConfigError, match="graph privacy for k=6"):
+        make_config(1000, 8, k=6, dropout_rate=0.1, corrupt_fraction=0.0)

@@ -4,12 +4,15 @@ import pytest
 
 from secagg import STAGES, SecAggAbort, run_protocol
 
+# small test graphs (explicit k on a few clients) are checked at this security level, not 2^-40
+SMALL_GRAPH_BITS = 5
+
 
 @pytest.mark.parametrize("mode", ["secagg", "secagg+"])
 @pytest.mark.parametrize("prg", ["aes-ctr", "chacha20"])
 def test_exact_sum_no_dropouts(rng, mode, prg, modsum, same, rand_inputs):
     x = rand_inputs(rng, 16, 301)
-    r = run_protocol(x, mode=mode, prg=prg, seed=3, k=8 if mode == "secagg+" else None,
+    r = run_protocol(x, mode=mode, prg=prg, seed=3, k=8 if mode == "secagg+" else None, security_bits=SMALL_GRAPH_BITS,
                      threshold=5 if mode == "secagg+" else None)
     assert r.survivors == list(range(16))
     assert r.sum.dtype == np.uint32 and r.sum.shape == (301,)
@@ -35,7 +38,7 @@ def test_exact_sum_with_dropouts_at_each_stage(rng, stage, mode, modsum, same, r
     n = 24
     x = rand_inputs(rng, n, 129)
     drop = [1, 5, 17]
-    kw = dict(k=10, threshold=6) if mode == "secagg+" else {}
+    kw = dict(k=10, threshold=6, security_bits=SMALL_GRAPH_BITS) if mode == "secagg+" else {}
     r = run_protocol(x, mode=mode, seed=7, dropouts={stage: drop}, **kw)
     expect_surv = [i for i in range(n) if stage == "unmasking" or i not in drop]
     assert r.survivors == expect_surv
@@ -48,7 +51,7 @@ def test_exact_sum_with_dropouts_at_each_stage(rng, stage, mode, modsum, same, r
 def test_dropouts_spread_over_all_stages(rng, modsum, same, rand_inputs):
     x = rand_inputs(rng, 30, 50)
     d = {"advertise_keys": [0], "share_keys": [1, 2], "masked_input": [3, 4], "unmasking": [5]}
-    r = run_protocol(x, mode="secagg+", k=12, threshold=7, seed=2, dropouts=d)
+    r = run_protocol(x, mode="secagg+", k=12, threshold=7, security_bits=SMALL_GRAPH_BITS, seed=2, dropouts=d)
     assert r.survivors == [i for i in range(30) if i not in (0, 1, 2, 3, 4)]
     assert same(r.sum, modsum(x, r.survivors))
 
@@ -71,12 +74,12 @@ def test_secagg_plus_threshold_boundary(rng, modsum, same, rand_inputs):
     n, k, t = 40, 10, 6
     x = rand_inputs(rng, n, 33)
     from secagg import make_config
-    cfg = make_config(n, 33, k=k, threshold=t, seed=9)
+    cfg = make_config(n, 33, k=k, threshold=t, seed=9, security_bits=SMALL_GRAPH_BITS)
     u = 0
     nb = sorted(cfg.neighbours[u])
     r = run_protocol(x, config=cfg, dropouts={"masked_input": nb[:k - t + 1]})
     assert u in r.survivors and same(r.sum, modsum(x, r.survivors))
-    cfg2 = make_config(n, 33, k=k, threshold=t, seed=9)
+    cfg2 = make_config(n, 33, k=k, threshold=t, seed=9, security_bits=SMALL_GRAPH_BITS)
     with pytest.raises(SecAggAbort, match="fewer than t"):
         run_protocol(x, config=cfg2, dropouts={"masked_input": nb[:k - t + 2]})
 
@@ -90,7 +93,7 @@ def test_abort_releases_no_partial_result(rng, modsum, same, rand_inputs):
 
 def test_presum_groups_in_process(rng, modsum, same, rand_inputs):
     x = rand_inputs(rng, 20, 77)
-    r = run_protocol(x, mode="secagg+", k=8, threshold=5, seed=5, presum_group_size=6,
+    r = run_protocol(x, mode="secagg+", k=8, threshold=5, security_bits=SMALL_GRAPH_BITS, seed=5, presum_group_size=6,
                      dropouts={"masked_input": [3, 11]})
     assert same(r.sum, modsum(x, r.survivors))
     assert 3 not in r.survivors and len(r.survivors) == 18
@@ -100,7 +103,7 @@ def test_presum_groups_in_process(rng, modsum, same, rand_inputs):
 
 def test_worker_processes_presum(rng, modsum, same, rand_inputs):
     x = rand_inputs(rng, 18, 64)
-    r = run_protocol(x, mode="secagg+", k=8, threshold=5, seed=6, workers=2,
+    r = run_protocol(x, mode="secagg+", k=8, threshold=5, security_bits=SMALL_GRAPH_BITS, seed=6, workers=2,
                      dropouts={"share_keys": [2], "masked_input": [4, 9], "unmasking": [1]})
     assert same(r.sum, modsum(x, r.survivors))
     assert r.survivors == [i for i in range(18) if i not in (2, 4, 9)]
