@@ -52,7 +52,7 @@ from .keys import (COMMITMENTS_BYTES, agree, canonical_point, check_public_key, 
 from .messages import (AdvertiseKeys, ConsistencyRequest, ConsistencySignature, ForwardedShares, KeyBroadcast,
                        MaskedInput, ShareKeys, UnmaskRequest, UnmaskResponse, survivors_digest)
 from .prg import MaskExpander, reduce_mod
-from .shamir import berlekamp_welch, reconstruct_checked, x_of
+from .shamir import reconstruct_checked, x_of
 
 STAGES = ("advertise_keys", "share_keys", "masked_input", "unmasking")
 ACTIVE_STAGES = ("advertise_keys", "share_keys", "masked_input", "consistency", "unmasking")
@@ -340,22 +340,17 @@ class SecAggServer:
         if len(pts) < t:
             self._abort(f"unmasking: only {len(pts)} valid shares of client {owner}'s {what} secret, threshold {t}"
                         + (f"; holders {liars[:10]} revealed shares that fail the dealer's commitments" if liars else ""))
-        try:
-            secret, _ = reconstruct_checked(pts, t, check)
-            return secret
+        try:  # interpolation, then Reed-Solomon decoding if that fails its check
+            secret, wrong = reconstruct_checked(pts, t, check)
         except InconsistentSharesError:
             pass
-        if len(pts) >= t + 2:
-            try:
-                secret, wrong = berlekamp_welch(pts, t)
-            except InconsistentSharesError:
-                secret, wrong = None, []
-            if secret is not None and check(secret) and wrong:
+        else:
+            if wrong:  # every point matched the owner's commitments: the owner dealt them off its polynomial
                 self.cheaters.add(owner)
                 self.evidence[owner] = (f"dealt shares of its {what} secret that are not on one polynomial "
                                         f"(holders {[x - 1 for x in wrong][:10]} hold shares that match its "
                                         f"commitments but not the polynomial)")
-                return secret
+            return secret
         self.cheaters.add(owner)
         self.evidence[owner] = f"dealt shares of its {what} secret that do not reconstruct its commitment"
         self._abort(f"unmasking: client {owner} dealt shares of its {what} secret that match its per-share "
