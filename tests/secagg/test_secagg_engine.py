@@ -155,3 +155,38 @@ def test_central_dp_on_a_secure_sum_equals_plain_dp_up_to_quantization(ray_local
     np.testing.assert_allclose(rounds["dp_epsilon"], rec_plain.rounds_frame()["dp_epsilon"])
     # which devices were clipped stays on the devices: only the plain run reports it
     assert "clipped_fraction" in rec_plain.rounds_frame() and "clipped_fraction" not in rounds
+
+
+def test_a_worker_hosting_a_single_device_keeps_it_counted_in_active_mode():
+    """The engine's worker code path (SecureRound.client / SecureRound.presum, as
+    DeviceWorker.secure_stage runs it): worker A hosts position 0 alone, worker B the
+    other nine.  Position 0's pre-sum keeps its signature and it is counted."""
+    from secagg import SecAggServer
+    from secagg.prg import MaskExpander
+
+    agg = load_config({}, ["aggregator.kind=secagg", "aggregator.clip_norm=1",
+                           "aggregator.secagg_malicious=true", "aggregator.secagg_corrupt_fraction=0"]).aggregator
+    ids = list(range(500, 510))
+    secure = plan_secure_round(agg, ids, 5, 1.0, seed=0, round_num=0, identities=DeviceIdentities())
+    cfg = secure.config
+    x = np.random.default_rng(0).integers(0, 2**20, size=(cfg.n, cfg.m)).astype(np.uint32)
+    hosts = [{0}, set(range(1, 10))]
+    state = [{p: (secure.client(p, MaskExpander(cfg.m, cfg.bits, cfg.prg)), x[p]) for p in h} for h in hosts]
+    server = SecAggServer(cfg)
+    for h, st in zip(hosts, state):
+        for p, (c, _) in st.items():
+            server.receive_advertise(c.advertise_keys(), origin=h)
+    for i, msg in server.broadcast_keys().items():
+        h = 0 if i == 0 else 1
+        server.receive_share_keys(state[h][i][0].share_keys(msg), origin=hosts[h])
+    fwd = server.forward_shares()
+    for h, st in zip(hosts, state):
+        outs = [c.masked_input(fwd[p], q) for p, (c, q) in sorted(st.items())]
+        server.receive_masked_input(secure.presum(outs, st), origin=hosts[hosts.index(h)])
+    for i, msg in server.consistency_requests().items():
+        server.receive_consistency(state[0 if i == 0 else 1][i][0].consistency(msg), origin=hosts[0 if i == 0 else 1])
+    for i, msg in server.unmask_requests().items():
+        server.receive_unmask(state[0 if i == 0 else 1][i][0].unmask(msg), origin=hosts[0 if i == 0 else 1])
+    total = server.finalize()
+    assert server.u3 == set(range(10))
+    assert np.array_equal(total, x.astype(np.uint64).sum(axis=0) % 2**32)
