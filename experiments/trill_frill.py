@@ -480,7 +480,8 @@ def run(cfg: StudyConfig, out_dir: Path, progress: bool = True) -> dict:
         d_task = make_task("frill", dcfg.task, seed)
         d_student = model_with_weights(d_task, d_weights)
         bn_devices = federated_batch_norm(d_student, dcfg.task, seed, d_weights, range(dcfg.population.size),
-                                          dcfg.client.batch_size, e.workers.num, progress)
+                                          dcfg.client.batch_size, e.workers.num, progress,
+                                          secure_settings=_secure_settings(dcfg.aggregator))
         name = ON_DEVICE + student_name(d_task.student_config)
         rows.append({"model": name, "kind": "frill_on_device", "architecture": sc.architecture, "alpha": sc.alpha,
                      "average_pool": sc.average_pool, "bottleneck": sc.bottleneck_dim, "qat": False,
@@ -518,3 +519,16 @@ def run(cfg: StudyConfig, out_dir: Path, progress: bool = True) -> dict:
     tensorboard(models, tasks, out)
     write_json(summary, out / "summary.json")
     return summary
+
+
+def _secure_settings(agg):
+    """SecAgg settings for the batch-norm statistics when the study's aggregator is secure
+    (they then go through the same kind of secure sum as the updates), else None."""
+    from analytics.config import SecAggSection
+    from fl.aggregators import default_chain
+
+    if "secure_sum" not in (tuple(agg.chain) if agg.chain else default_chain(agg)):
+        return None
+
+    return SecAggSection(mode=agg.secagg_mode, dropout_rate=agg.secagg_dropout_rate,
+                         corrupt_fraction=agg.secagg_corrupt_fraction, malicious=agg.secagg_malicious).settings()

@@ -166,11 +166,94 @@ def device_batch_norm_statistics(task_config, seed: int, weights: np.ndarray, de
     return out
 
 
+# The range a device's batch-norm statistics are clipped to before they are averaged, like
+# any update (clipping bounds what one device can do to everyone's normalization): moving
+# means to [-BN_MEAN_BOUND, BN_MEAN_BOUND], variances to [0, BN_VAR_BOUND], and a device's
+# weight (its batch count) to [0, BN_MAX_BATCHES].  The student's pre-normalization
+# activations on log-mel crops are far inside these bounds.
+BN_MEAN_BOUND = 100.0
+BN_VAR_BOUND = 1.0e4
+BN_MAX_BATCHES = 64
+
+
+@dataclass
+class BatchNormAverage:
+    """The server's average of the devices' statistics: per layer (mean, variance), and how
+    many reports were used and rejected (non-finite, or of the wrong shape)."""
+    layers: list
+    used: int
+    rejected: int
+    secure: bool = False
+
+
+def _clipped_report(report, shapes):
+    """(weight, [(mean, var)]) clipped to the documented range; None if unusable."""
+    try:
+        n, stats = report
+        n = float(n)
+        if not np.isfinite(n) or len(stats) != len(shapes):
+            return None
+        out = []
+        for (mean, var), shape in zip(stats, shapes):
+            mean, var = np.asarray(mean, np.float64), np.asarray(var, np.float64)
+            if mean.shape != shape or var.shape != shape or not (np.isfinite(mean).all() and np.isfinite(var).all()):
+                return None
+            out.append((np.clip(mean, -BN_MEAN_BOUND, BN_MEAN_BOUND), np.clip(var, 0.0, BN_VAR_BOUND)))
+    except (TypeError, ValueError):
+        return None
+    return min(max(n, 0.0), BN_MAX_BATCHES), out
+
+
+def average_batch_norm_statistics(reports, shapes, secure_settings=None, seed: int = 0) -> BatchNormAverage:
+    """The devices' statistics under the rules of any update: a report that is not finite
+    or not of the model's shapes is rejected (counted), the rest are clipped to the
+    documented range (BN_*), and the average is weighted by batches.
+
+    ``secure_settings`` (`analytics.config.SecAggSettings`): the clipped, fixed-point
+    statistics are summed with SecAgg instead of in the clear, so the server sees only
+    the total (then clipping is the devices' own step: a device that skips it is bounded
+    only by the secure sum's word size, as for any secure update)."""
+    clean = [c for c in (_clipped_report(r, shapes) for r in reports) if c is not None]
+    rejected = len(reports) - len(clean)
+    if not clean or sum(n for n, _ in clean) <= 0:
+        raise ValueError(f"no usable batch-norm statistics ({rejected} of {len(reports)} reports rejected)")
+    if secure_settings is None:
+        total = sum(n for n, _ in clean)
+        layers = [(sum(n * st[i][0] for n, st in clean) / total, sum(n * st[i][1] for n, st in clean) / total)
+                  for i in range(len(shapes))]
+        return BatchNormAverage(layers, len(clean), rejected)
+    return _secure_average(clean, shapes, secure_settings, seed, rejected)
+
+
+_BN_SCALE = 2.0 ** 20  # fixed point of the secure sum: 1e-6 resolution
+
+
+def _secure_average(clean, shapes, settings, seed, rejected) -> BatchNormAverage:
+    from analytics.secure_histogram import secure_sum
+
+    rows = []
+    for n, stats in clean:  # non-negative fixed point: means offset by their bound, the weight last
+        parts = [np.concatenate([(m + BN_MEAN_BOUND).ravel(), v.ravel()]) for m, v in stats]
+        rows.append(np.rint(np.concatenate(parts + [np.ones(1)]) * n * _BN_SCALE).astype(np.int64))
+    res = secure_sum(np.stack(rows), settings=settings, seed=seed, tag=("batch-norm",))
+    total = np.asarray(res.total, np.float64) / _BN_SCALE
+    weight = total[-1]
+    layers, pos = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        mean = total[pos:pos + size].reshape(shape) / weight - BN_MEAN_BOUND
+        var = total[pos + size:pos + 2 * size].reshape(shape) / weight
+        layers.append((mean, var))
+        pos += 2 * size
+    return BatchNormAverage(layers, len(clean), rejected, secure=True)
+
+
 def federated_batch_norm(model, task_config, seed: int, weights: np.ndarray, device_ids, batch: int,
-                         num_workers: int = 0, progress: bool = True) -> int:
+                         num_workers: int = 0, progress: bool = True, secure_settings=None) -> int:
     """Set ``model``'s batch-norm statistics to the devices' (`device_batch_norm_statistics`, run
-    as Ray tasks, two devices' worth of chunks per worker) averaged with weights = their batches;
-    the number of devices."""
+    as Ray tasks, two devices' worth of chunks per worker), averaged under the rules of
+    `average_batch_norm_statistics` (``secure_settings``: through SecAgg); returns the number
+    of devices whose statistics were used."""
     import ray
 
     from fl.device_map import map_devices, ray_running
@@ -184,8 +267,9 @@ def federated_batch_norm(model, task_config, seed: int, weights: np.ndarray, dev
         results = [r for chunk in map_devices(device_batch_norm_statistics,
                                               [(task_config, seed, ref, chunk, batch) for chunk in chunks],
                                               desc="batch-norm statistics", progress=progress) for r in chunk]
-    total = float(sum(n for n, _ in results))
-    for i, layer in enumerate(batch_norm_layers(model)):
-        layer.moving_mean.assign(sum(n * stats[i][0] for n, stats in results) / total)
-        layer.moving_variance.assign(sum(n * stats[i][1] for n, stats in results) / total)
-    return len(results)
+    layers = batch_norm_layers(model)
+    avg = average_batch_norm_statistics(results, [tuple(b.moving_mean.shape) for b in layers], secure_settings, seed)
+    for layer, (mean, var) in zip(layers, avg.layers):
+        layer.moving_mean.assign(mean)
+        layer.moving_variance.assign(var)
+    return avg.used

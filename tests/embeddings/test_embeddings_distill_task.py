@@ -138,3 +138,55 @@ def test_rounds_through_the_engine_move_the_student_toward_the_teacher(tmp_path)
             state, metrics = process.next(state)
             losses.append(metrics["train_loss"])
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def _reports(rng, devices=6, shapes=((4,), (3,))):
+    return [(3, [(rng.normal(0, 1, s), rng.uniform(0.5, 2.0, s)) for s in shapes]) for _ in range(devices)], shapes
+
+
+@pytest.mark.parametrize("attack", ["huge_variance", "negative_variance", "nan", "inf_weight", "wrong_shape",
+                                    "huge_weight"])
+def test_a_cheating_device_cannot_distort_the_batch_norm_average(attack):
+    """One device of seven sends crafted statistics.  Non-finite or malformed reports are
+    rejected (counted); the rest are clipped to the documented range, so the others'
+    average moves by at most that device's share of the bound."""
+    from clients.embeddings import distill_task as D
+
+    rng = np.random.default_rng(0)
+    honest, shapes = _reports(rng)
+    honest_avg = D.average_batch_norm_statistics(honest, shapes)
+    bad = {"huge_variance": (3, [(np.zeros(4), np.full(4, 1e30)), (np.zeros(3), np.ones(3))]),
+           "negative_variance": (3, [(np.zeros(4), np.full(4, -1e9)), (np.zeros(3), np.ones(3))]),
+           "nan": (3, [(np.full(4, np.nan), np.ones(4)), (np.zeros(3), np.ones(3))]),
+           "inf_weight": (np.inf, [(np.zeros(4), np.ones(4)), (np.zeros(3), np.ones(3))]),
+           "wrong_shape": (3, [(np.zeros(5), np.ones(5)), (np.zeros(3), np.ones(3))]),
+           "huge_weight": (1e12, [(np.full(4, 1e6), np.full(4, 1e6)), (np.zeros(3), np.ones(3))])}[attack]
+    avg = D.average_batch_norm_statistics(honest + [bad], shapes)
+    if attack in ("nan", "inf_weight", "wrong_shape"):
+        assert avg.rejected == 1 and avg.used == 6
+        for (m, v), (hm, hv) in zip(avg.layers, honest_avg.layers):
+            np.testing.assert_allclose(m, hm) and np.testing.assert_allclose(v, hv)
+        return
+    assert avg.rejected == 0 and avg.used == 7
+    weight = min(bad[0], D.BN_MAX_BATCHES)
+    share = weight / (weight + sum(n for n, _ in honest))
+    mean, var = avg.layers[0]
+    assert np.all(var >= 0) and np.all(np.isfinite(var))
+    assert np.all(np.abs(mean - honest_avg.layers[0][0]) <= share * (D.BN_MEAN_BOUND + 3) + 1e-9)
+    assert np.all(var <= (1 - share) * honest_avg.layers[0][1] + share * D.BN_VAR_BOUND + 1e-9)
+
+
+def test_batch_norm_statistics_through_the_secure_sum_match_the_clear_average():
+    from analytics.config import SecAggSection
+    from clients.embeddings import distill_task as D
+
+    rng = np.random.default_rng(1)
+    reports, shapes = _reports(rng, devices=8)
+    reports.append((3, [(np.full(4, np.nan), np.ones(4)), (np.zeros(3), np.ones(3))]))  # rejected before the sum
+    clear = D.average_batch_norm_statistics(reports, shapes)
+    settings = SecAggSection(mode="secagg", corrupt_fraction=0.0).settings()
+    secure = D.average_batch_norm_statistics(reports, shapes, secure_settings=settings, seed=3)
+    assert secure.secure and secure.used == clear.used == 8 and secure.rejected == 1
+    for (m, v), (cm, cv) in zip(secure.layers, clear.layers):
+        np.testing.assert_allclose(m, cm, atol=1e-5)
+        np.testing.assert_allclose(v, cv, atol=1e-5)
