@@ -33,6 +33,8 @@ def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int = 32) -> bytes
     if length > 255 * 32:
         raise ValueError("HKDF output too long")
     prk = hmac.digest(salt or bytes(32), ikm, "sha256")
+    if length == 32:  # one expand block (every key and seed of the protocol)
+        return hmac.digest(prk, info + b"\x01", "sha256")
     out, block, i = b"", b"", 1
     while len(out) < length:
         block = hmac.digest(prk, block + info + bytes([i]), "sha256")
@@ -55,10 +57,23 @@ def public_bytes(sk: X25519PrivateKey) -> bytes:
     return sk.public_key().public_bytes_raw()
 
 
+_PARSED: dict[bytes, X25519PublicKey] = {}
+_PARSED_MAX = 1 << 16
+
+
 def load_public(pk: bytes) -> X25519PublicKey:
+    """A peer's X25519 public key, parsed once per process: a client's key is used by
+    each of its k neighbours (and the server), so the parse is cached (bounded)."""
+    key = _PARSED.get(pk) if isinstance(pk, bytes) else None
+    if key is not None:
+        return key
     if not isinstance(pk, (bytes, bytearray)) or len(pk) != PUBLIC_KEY_BYTES:
         raise MalformedMessageError("X25519 public key must be 32 bytes")
-    return X25519PublicKey.from_public_bytes(bytes(pk))
+    key = X25519PublicKey.from_public_bytes(bytes(pk))
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[bytes(pk)] = key
+    return key
 
 
 def agree(sk: X25519PrivateKey, peer: X25519PublicKey | bytes) -> bytes:
@@ -145,6 +160,9 @@ def canonical_point(pk: bytes) -> bytes:
     return u.to_bytes(32, "little")
 
 
+_COMMIT_LABEL = _LABEL + b"|commit-share|"
+
+
 def commit_share(round_id: bytes, dealer: int, holder: int, kind: bytes, share: int) -> bytes:
     """Binding commitment to one Shamir share (``kind`` b"s" or b"b") that ``dealer``
     gives ``holder``: SHA-256 under a domain label.  The dealer publishes it (to the
@@ -152,15 +170,20 @@ def commit_share(round_id: bytes, dealer: int, holder: int, kind: bytes, share: 
     decrypts against it, and the server checks the share the holder reveals.  A
     mismatch then proves who deviated.  Hiding rests on the shared secrets being
     uniformly random 256-bit values."""
-    return hashlib.sha256(_LABEL + b"|commit-share|" + kind + round_id + struct.pack("<II", dealer, holder)
-                          + share.to_bytes(33, "little")).digest()
+    return hashlib.sha256(b"".join((_COMMIT_LABEL, kind, round_id, _PAIR.pack(dealer, holder),
+                                    share.to_bytes(33, "little")))).digest()
+
+
+_PAIR = struct.Struct("<II")
 
 
 def commit_shares(round_id: bytes, dealer: int, holder: int, s_share: int, b_share: int) -> bytes:
     """The ``COMMITMENTS_BYTES`` sent ahead of each share ciphertext: the commitments to
-    the key share and to the self-mask share."""
-    return (commit_share(round_id, dealer, holder, b"s", s_share)
-            + commit_share(round_id, dealer, holder, b"b", b_share))
+    the key share and to the self-mask share (:func:`commit_share`)."""
+    tail = round_id + _PAIR.pack(dealer, holder)
+    sha = hashlib.sha256
+    return (sha(b"".join((_COMMIT_LABEL, b"s", tail, s_share.to_bytes(33, "little")))).digest()
+            + sha(b"".join((_COMMIT_LABEL, b"b", tail, b_share.to_bytes(33, "little")))).digest())
 
 
 def commit_self_mask(b_u: int, round_id: bytes, owner: int) -> bytes:

@@ -35,6 +35,7 @@ from .signing import SIG_BYTES, digest
 from .shamir import PRIME, SHARE_BYTES
 
 MAGIC = b"FSA1"
+_LITTLE = np.little_endian
 ROUND_ID_BYTES = 16
 MAX_ID = 2**32 - 1
 _HDR = struct.Struct("<4sB16s")
@@ -54,9 +55,15 @@ def _check_id(i, what="client id") -> None:
         raise MalformedMessageError(f"{what} must be an int in [0, 2^32): {i!r}")
 
 
+def _plain_ids(ids) -> bool:
+    """Fast path: Python ints in [0, 2^32) (what decoding produces)."""
+    return all(type(i) is int for i in ids) and (not ids or (min(ids) >= 0 and max(ids) <= MAX_ID))
+
+
 def _check_ids(ids, what="client id") -> None:
-    for i in ids:
-        _check_id(i, what)
+    if not _plain_ids(ids):
+        for i in ids:
+            _check_id(i, what)
     if len(set(ids)) != len(ids):
         raise DuplicateClientError(f"duplicate {what} in message")
 
@@ -233,6 +240,8 @@ def _dec_ct_map(r: _Reader) -> tuple[int, dict]:
 def _validate_ct_map(cts) -> None:
     if not isinstance(cts, dict):
         raise MalformedMessageError("ciphertexts must be a dict")
+    if _plain_ids(cts.keys()) and all(type(ct) is bytes and len(ct) <= 0xFFFF for ct in cts.values()):
+        return
     for i, ct in cts.items():
         _check_id(i)
         _check_blob(ct, None, "ciphertext")
@@ -370,8 +379,12 @@ class MaskedInput:
             if tuple(p.client_id for p in self.parts) != self.client_ids:
                 raise MalformedMessageError("a pre-sum needs one part per covered client, in order")
 
-    def _le_bytes(self) -> bytes:
-        return np.ascontiguousarray(self.vector, dtype=self.vector.dtype.newbyteorder("<")).tobytes()
+    def _le_bytes(self):
+        """The vector's little-endian bytes (a zero-copy view when it already is)."""
+        v = self.vector
+        if v.dtype.byteorder in "<|" or (v.dtype.byteorder == "=" and _LITTLE):
+            return np.ascontiguousarray(v).data.cast("B")
+        return np.ascontiguousarray(v, dtype=v.dtype.newbyteorder("<")).tobytes()
 
     def vector_digest(self) -> bytes:
         return digest(self._le_bytes())
@@ -414,7 +427,9 @@ class MaskedInput:
         ids = tuple(struct.unpack(f"<{(n := r.count(4))}I", r.take(4 * n)))
         dt = np.dtype("<u4" if bits <= 32 else "<u8")
         m = r.count(dt.itemsize)
-        vec = np.frombuffer(r.take(m * dt.itemsize), dtype=dt).astype(dt.newbyteorder("="), copy=True)
+        vec = np.frombuffer(r.take(m * dt.itemsize), dtype=dt)  # a read-only view of the message
+        if not _LITTLE:
+            vec = vec.astype(dt.newbyteorder("="))
         sig = _read_blob(r)
         excluded = tuple(struct.unpack(f"<{(n := r.count(4))}I", r.take(4 * n)))
         parts = []
@@ -567,6 +582,10 @@ class UnmaskResponse:
         for d in (self.self_mask_shares, self.key_shares):
             if not isinstance(d, dict):
                 raise MalformedMessageError("shares must be a dict")
+            vals = d.values()
+            if _plain_ids(d.keys()) and all(type(v) is int for v in vals) and (
+                    not d or (min(vals) >= 0 and max(vals) < PRIME)):
+                continue
             for i, v in d.items():
                 _check_id(i, "owner id")
                 if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < PRIME:

@@ -52,7 +52,7 @@ from .keys import (COMMITMENTS_BYTES, agree, canonical_point, check_public_key, 
 from .messages import (AdvertiseKeys, ConsistencyRequest, ConsistencySignature, ForwardedShares, KeyBroadcast,
                        MaskedInput, ShareKeys, UnmaskRequest, UnmaskResponse, survivors_digest)
 from .prg import MaskExpander, reduce_mod
-from .shamir import reconstruct_checked, x_of
+from .shamir import _interpolate, reconstruct_checked, x_of
 
 STAGES = ("advertise_keys", "share_keys", "masked_input", "unmasking")
 ACTIVE_STAGES = ("advertise_keys", "share_keys", "masked_input", "consistency", "unmasking")
@@ -336,6 +336,10 @@ class SecAggServer:
         the secret when it can (the owner is named), else the round aborts naming it."""
         t = self.cfg.threshold
         what = "key" if kind == b"s" else "self-mask"
+        if len(pts) >= t:  # the honest case: t shares give a secret that passes its check
+            secret = _interpolate(pts[:t])
+            if check(secret):
+                return secret
         pts, liars = self._valid_points(owner, kind, pts)
         if len(pts) < t:
             self._abort(f"unmasking: only {len(pts)} valid shares of client {owner}'s {what} secret, threshold {t}"

@@ -433,18 +433,20 @@ def test_a_dealer_whose_commitment_does_not_match_its_shares_is_named_in_the_abo
 
 
 def test_a_holder_that_changes_a_revealed_share_is_named_with_its_evidence(rng, rand_inputs, modsum, same):
+    """Holder 1 adds one to every self-mask share it reveals (its shares are among the
+    first t the server uses, so the lie matters)."""
     x = rand_inputs(rng, 12, 16)
 
     def lie(stage, direction, party, msg):
-        if stage == "unmasking" and direction == "up" and party == 6:
+        if stage == "unmasking" and direction == "up" and party == 1:
             return dataclasses.replace(msg, self_mask_shares={u: (y + 1) % PRIME
                                                               for u, y in msg.self_mask_shares.items()})
         return msg
 
     r = run_protocol(x, mode="secagg", malicious=True, seed=11, corrupt_fraction=0.0, interceptor=lie)
-    # in active mode its signature no longer verifies: the response is refused, 6 named nowhere
-    assert [e[1] for e in r.rejected] == [6] and r.cheaters == []
+    # in active mode its signature no longer verifies: the response is refused, 1 named nowhere
+    assert [e[1] for e in r.rejected] == [1] and r.cheaters == []
     assert same(r.sum, modsum(x, r.survivors))
     r = run_protocol(x, mode="secagg", seed=11, corrupt_fraction=0.0, interceptor=lie)
-    assert r.cheaters == [6] and "fails the dealer's commitment" in r.evidence[6]
+    assert r.cheaters == [1] and "fails the dealer's commitment" in r.evidence[1]
     assert same(r.sum, modsum(x, r.survivors))
