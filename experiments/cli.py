@@ -102,7 +102,6 @@ def _finished(out: Path, cfg) -> int | None:
 
 def _run(args) -> int:
     from experiments.registry import EXPERIMENTS, lookup
-    from fl.config import parse_overrides, read_yaml, resolve_data_paths
     from fl.runner import resolve_resume
 
     overrides = list(args.overrides)
@@ -129,22 +128,8 @@ def _run(args) -> int:
         if not args.name and not args.config:
             print("fedpop run: give an experiment name, --config FILE or --resume DIR", file=sys.stderr)
             return 2
-        name = args.name or "fedavg"
-        module, default = lookup(name)
-        base = read_yaml(default)
-        user = resolve_data_paths(read_yaml(args.config), Path(args.config).resolve().parent) if args.config else {}
-        raw = layer_config(base, merge_user(user, parse_overrides(args.overrides)),
-                           Path(args.config).stem if args.config else None)
-        # one loader per study: the engine's config (fl.config) unless the study has its own
-        # sections (the analytics studies), built by the same machinery (fl.config.build_sections)
-        loader = getattr(module, "load", None)
-        if loader is not None:
-            extra = [f"secagg.workers={args.workers}"] if args.workers is not None else []
-            cfg = loader(raw, extra)
-        else:
-            from fl.config import load_config
-
-            cfg = load_config(raw, overrides[len(args.overrides):])
+        extra = overrides[len(args.overrides):]
+        name, cfg = run_config(args.name, args.config, args.overrides, extra, args.workers)
         run_name = _run_name(cfg) or name
         out = Path(args.out or f"runs/{run_name}")
         problem = check_out_dir(out)
@@ -164,10 +149,25 @@ def _run(args) -> int:
     return _end_of_run(out)
 
 
-def merge_user(user: dict, overrides: dict) -> dict:
-    from fl.config import merge
+def run_config(name: str | None, config: str | None = None, overrides=(), extra=(), workers: int | None = None):
+    """(experiment name, validated config) for `fedpop run [NAME] [--config FILE] [--set ...]`:
+    the named experiment's default file (fedavg's without a name), the YAML layered over it
+    (`layer_config`), then the ``--set`` overrides; ``extra``: the CLI's own engine overrides
+    (--ray-address, --workers, --cache-dir)."""
+    from experiments.registry import lookup
+    from fl.config import load_config, merge, parse_overrides, read_yaml, resolve_data_paths
 
-    return merge(user, overrides)
+    name = name or "fedavg"
+    module, default = lookup(name)
+    user = resolve_data_paths(read_yaml(config), Path(config).resolve().parent) if config else {}
+    raw = layer_config(read_yaml(default), merge(user, parse_overrides(list(overrides))),
+                       Path(config).stem if config else None)
+    # one loader per study: the engine's config (fl.config) unless the study has its own
+    # sections (the analytics studies), built by the same machinery (fl.config.build_sections)
+    loader = getattr(module, "load", None)
+    if loader is not None:
+        return name, loader(raw, [f"secagg.workers={workers}"] if workers is not None else [])
+    return name, load_config(raw, list(extra))
 
 
 def _run_name(cfg) -> str | None:
