@@ -190,7 +190,8 @@ def plot_training_curve(df: pd.DataFrame, path: Path) -> None:
         ax.set_xlabel("round")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.suptitle("federated training")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -204,13 +205,20 @@ def error_kind(error: str) -> str:
     return re.sub(r"\d+", "N", str(error).splitlines()[0] if error else "")[:200]
 
 
-def last_frames(tb: str, lines: int = 8) -> str:
-    """The innermost frames of a traceback and its exception line."""
-    rows = [r for r in str(tb or "").rstrip().splitlines() if r.strip()]
-    return "\n".join(rows[-lines:])
+def last_frames(tb: str, frames: int = 3, message_lines: int = 5) -> str:
+    """A traceback's innermost ``frames`` (file, line, code) and the first lines of its exception."""
+    rows = [r for r in str(tb or "").rstrip().splitlines() if r.strip() and set(r.strip()) - set("^~")]
+    starts = [i for i, r in enumerate(rows) if r.lstrip().startswith("Traceback (most recent call last)")]
+    rows = rows[starts[-1] + 1:] if starts else rows
+    frame_at = [i for i, r in enumerate(rows) if r.startswith("  File ")]
+    if not frame_at:
+        return "\n".join(rows[:message_lines])
+    end = next((i for i in range(frame_at[-1] + 1, len(rows)) if not rows[i].startswith(" ")), len(rows))
+    kept = rows[frame_at[max(len(frame_at) - frames, 0)]:end]
+    return "\n".join(kept + rows[end:end + message_lines])
 
 
-def console_summary(clients: pd.DataFrame, rounds: pd.DataFrame | None = None, frames: int = 8) -> str:
+def console_summary(clients: pd.DataFrame, rounds: pd.DataFrame | None = None, frames: int = 3) -> str:
     """What a run's console shows at its end: devices per status (training and evaluation),
     rounds without an update, and the first error of each distinct kind with its device id,
     round and the last frames of its traceback."""
@@ -233,7 +241,7 @@ def console_summary(clients: pd.DataFrame, rounds: pd.DataFrame | None = None, f
         for kind, group in kinds.groupby("kind", sort=False):
             first = group.sort_values(["round", "device_id"], kind="stable").iloc[0]
             out.append(f"- {first['status']} x{len(group)}, first: device {int(first['device_id'])} in round "
-                       f"{int(first['round'])} ({first.get('phase', 'train')}): {first['error']}")
+                       f"{int(first['round'])} ({first.get('phase', 'train')}): {str(first['error']).splitlines()[0]}")
             tb = first.get("traceback", "")
             if isinstance(tb, str) and tb:
                 out.append("    " + last_frames(tb, frames).replace("\n", "\n    "))
