@@ -174,6 +174,14 @@ class Process:
             df = df.assign(client_id=[self.data.client_ids[int(d)] for d in df["device_id"]])
         return df
 
+    def status_summary(self) -> str:
+        """What the CLI prints at the end of a run: rounds with and without an update, devices per
+        status, and the first error of each kind with its device id and the last traceback frames
+        (the full tracebacks are in ``clients["traceback"]``)."""
+        from fl.results import console_summary
+
+        return console_summary(self.clients, self.rounds)
+
     @property
     def coverage(self) -> pd.DataFrame:
         """One row per device trained so far (its report accepted in a round that updated the

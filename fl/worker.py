@@ -413,10 +413,21 @@ def _mean_loss(stats: dict) -> float:
     return stats["loss_sum"] / max(stats["examples"], 1.0)
 
 
-def format_traceback(e: BaseException, limit: int = 4000) -> str:
-    """``e``'s traceback as Python prints it, its last ``limit`` characters (the innermost frames)."""
-    text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-    return text if len(text) <= limit else "...\n" + text[-limit:]
+def format_traceback(e: BaseException, limit: int = 4000, message_limit: int = 1500) -> str:
+    """``e``'s traceback as Python prints it, keeping the innermost frames that fit in ``limit``
+    characters and the first ``message_limit`` characters of the exception's text."""
+    frames = traceback.format_tb(e.__traceback__)
+    kept, size = [], 0
+    for frame in reversed(frames):
+        if kept and size + len(frame) > limit:
+            kept.append("  ...\n")
+            break
+        kept.append(frame)
+        size += len(frame)
+    message = "".join(traceback.format_exception_only(type(e), e))
+    if len(message) > message_limit:
+        message = message[:message_limit] + " ...\n"
+    return "Traceback (most recent call last):\n" + "".join(reversed(kept)) + message
 
 
 def _fail(rec: dict, e: Exception) -> None:

@@ -72,3 +72,22 @@ def test_small_pool_and_rounds_without_update_warn_once_per_cause(ray_local):
     assert "round 0 made no update: only 3 devices reported, cohort.min_reports is 4" in texts[1]
     assert (~process.rounds["updated"]).all() and process.rounds["clients_trained"].eq(0).all()
     assert len(process.coverage) == 0
+    assert "rounds: 3, with an update: 0, without: 3" in process.status_summary()
+    assert "train devices per status: accepted 9" in process.status_summary()
+
+
+def test_failing_devices_are_named_in_the_warning_and_kept_with_tracebacks(ray_local):
+    cfg = {"experiment.rounds": 2, "population.size": 6, "cohort.goal": 3, "cohort.min_reports": 2,
+           "population.availability": "always", "eval.every": 0, "workers.num": 2}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with fedpop.build_process("first_hour_tasks:WrongShape", cfg) as process:
+            process.run()
+    texts = [str(w.message) for w in caught if issubclass(w.category, fedpop.RunWarning)]
+    assert len(texts) == 1 and "round 0 made no update" in texts[0]
+    assert "3 devices failed, the first (device" in texts[0] and "InvalidArgumentError" in texts[0]
+    clients = process.clients
+    assert clients["status"].eq("failed").all() and clients["traceback"].str.startswith("Traceback").all()
+    summary = process.status_summary()
+    assert "train devices per status: failed 6" in summary and "failed x6, first: device" in summary
+    assert '  File "' in summary
