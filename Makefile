@@ -55,9 +55,11 @@ $(PEERS_STAMP): requirements-peers.lock
 	$(PYTHON) -m venv $(PEERS_VENV)
 	$(PEERS_VENV)/bin/python -m pip install -q pip==26.3 setuptools==84.2.1 wheel==0.45.1
 	$(PEERS_VENV)/bin/python -m pip install -q --no-deps -r requirements-peers.lock
+	$(PEERS_VENV)/bin/python -m pip check
 	rm -f $(PEERS_VENV)/.installed-* && touch $@
 
-# fedpop, TFF, Flower (its own virtualenv) and the floor on the engine workload, median of 3 sittings
+# fedpop, TFF, Flower, pfl-research (the peers virtualenv) and the floor on the engine workload, and
+# fedpop and pfl-research on the tiny-compute workload (logistic regression, cohort 1,000); median of 3 sittings
 bench-peers: $(STAMP) $(PEERS_STAMP)
 	mkdir -p bench
 	$(VENV)/bin/fedpop bench peers --out bench/peers.json

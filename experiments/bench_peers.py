@@ -1,16 +1,27 @@
-"""`fedpop bench peers`: fedpop, TFF, the floor and Flower side by side on one workload.
+"""`fedpop bench peers`: fedpop, TFF, the floor, Flower and pfl-research side by side.
 
-The engine bench's workload (`experiments.bench_engine`: 784-200-200-10 MLP, cohort 50,
-5 batches of 10 per device, 10 rounds), measured in each sitting by bench_engine's own
-functions for fedpop (timed warm pass), TFF (native runtime) and the floor, then by Flower:
-the same cohorts, device data, initial weights, lr and batch size go into a workload .npz,
-and `.venv-peers/bin/python peers/flower_mlp.py` runs them in Flower's simulation (Ray
-backend, a Keras client written as Flower's quickstart writes it; see that file). Flower
-lives in its own virtualenv (`make bench-peers` builds it from requirements-peers.lock): it
-needs a newer TensorFlow than TFF 0.87 allows.
+Two workloads, each measured in every sitting on identical devices, cohorts (one row of
+device ids per round, taken from fedpop's run), local SGD steps, learning rates and
+initial weights:
+  * the engine bench's MLP workload (`experiments.bench_engine`: 784-200-200-10 MLP, cohort
+    50, 5 batches of 10 per device, 10 rounds): fedpop (timed warm pass), TFF (native
+    runtime) and the floor by bench_engine's own functions, then Flower
+    (`peers/flower_mlp.py`: Flower's simulation, a Keras client written as Flower's
+    quickstart writes it) and pfl-research (`peers/pfl_mlp.py`: pfl's `SimulatedBackend`
+    and `FederatedAveraging`, TF backend) on a workload .npz of the same cohorts, device
+    data, initial weights, lr and batch size;
+  * `small_compute`, bench_engine's tiny-compute workload (multinomial logistic regression
+    784->10, one batch of 10 per device, cohort 1,000, 5 rounds), where the per-device
+    overhead is the whole cost: fedpop and pfl-research. Flower and TFF do not run it
+    (Flower's simulation at cohort 1,000 with a Keras `fit` per client takes minutes per
+    round; TFF's figures at this size are bench_engine's business).
+Flower and pfl share their own virtualenv (`make bench-peers` builds `.venv-peers/` from
+requirements-peers.lock; its header says why one venv and why pfl's TF backend): they need
+a newer TensorFlow than TFF 0.87 allows.
 
 Figures are medians over ``repeats`` sittings with the spread [min, max]; each sitting's
-own figures (medians over its rounds) are kept under ``sittings``.
+own figures (medians over its rounds) are kept under ``sittings``. Every peer's final
+weights are compared with fedpop's (largest absolute difference).
 """
 from __future__ import annotations
 
@@ -29,26 +40,51 @@ from fl.results import write_json
 ROOT = Path(__file__).resolve().parents[1]
 PEERS_VENV = ROOT / ".venv-peers"
 FLOWER_SCRIPT = ROOT / "peers" / "flower_mlp.py"
-TARGETS = {"fedpop_vs_flower_min": 25.0, "fedpop_vs_tff_min": 8.0}
-HEADLINE = ("fedpop_s_per_round", "tff_s_per_round", "flower_s_per_round", "floor_s_per_round", "fedpop_vs_flower",
-            "fedpop_vs_tff")
+PFL_SCRIPT = ROOT / "peers" / "pfl_mlp.py"
+PEER_PACKAGES = ("flwr", "pfl")  # what the peers virtualenv must hold
+TARGETS = {"fedpop_vs_flower_min": 25.0, "fedpop_vs_tff_min": 8.0, "fedpop_vs_pfl_min": 1.0,
+           "small_compute_fedpop_vs_pfl_min": 1.0}
+HEADLINE = ("fedpop_s_per_round", "tff_s_per_round", "flower_s_per_round", "pfl_s_per_round", "floor_s_per_round",
+            "fedpop_vs_flower", "fedpop_vs_tff", "fedpop_vs_pfl", "small_compute_fedpop_s_per_round",
+            "small_compute_pfl_s_per_round", "small_compute_fedpop_vs_pfl")
 SCALARS = HEADLINE + ("overhead_vs_floor", "max_abs_diff_fedpop_vs_flower_weights",
-                      "max_abs_diff_fedpop_vs_tff_weights", "max_abs_diff_fedpop_vs_floor_weights")
+                      "max_abs_diff_fedpop_vs_tff_weights", "max_abs_diff_fedpop_vs_floor_weights",
+                      "max_abs_diff_fedpop_vs_pfl_weights", "small_compute_fedpop_device_updates_per_s",
+                      "small_compute_pfl_device_updates_per_s", "max_abs_diff_fedpop_vs_pfl_small_compute_weights")
+# the tiny-compute workload, as bench_engine's `small_compute` defines it (quick: cohort 200)
+SMALL_COMPUTE_SETS = ["task.hidden=[]", "population.size=100000", "population.examples_median=10",
+                      "population.examples_min=10", "population.examples_max=10", "experiment.rounds=5"]
 
 
 def flower_python(venv: Path | None = None) -> Path:
-    """The Flower virtualenv's interpreter, or an error saying how to build it."""
+    """The peers virtualenv's interpreter (Flower, pfl-research), or an error saying how to build it."""
     venv = Path(venv or PEERS_VENV)
     py = venv / "bin" / "python"
     if not py.exists():
-        raise FileNotFoundError(f"the Flower virtualenv is missing ({py} not found): run `make bench-peers`, "
-                                f"which builds {venv.name}/ from requirements-peers.lock")
+        raise FileNotFoundError(f"the peers virtualenv (Flower, pfl-research) is missing ({py} not found): run "
+                                f"`make bench-peers`, which builds {venv.name}/ from requirements-peers.lock")
+    return py
+
+
+peers_python = flower_python
+
+
+def check_peers_venv(venv: Path | None = None) -> Path:
+    """The peers interpreter, once it is known to hold every peer (an older .venv-peers may
+    lack pfl): an error naming what is missing and `make bench-peers` otherwise."""
+    py = peers_python(venv)
+    probe = f"import importlib.util as u; print(' '.join(p for p in {PEER_PACKAGES!r} if u.find_spec(p) is None))"
+    proc = subprocess.run([str(py), "-c", probe], capture_output=True, text=True, timeout=120)
+    missing = proc.stdout.split() if proc.returncode == 0 else list(PEER_PACKAGES)
+    if missing:
+        raise FileNotFoundError(f"the peers virtualenv lacks {', '.join(missing)}: run `make bench-peers`, which "
+                                f"rebuilds it from requirements-peers.lock")
     return py
 
 
 def write_workload(path: Path, task, cfg, cohorts, counts, init: np.ndarray,
                    expected_final: np.ndarray | None = None) -> None:
-    """The .npz that peers/flower_mlp.py reads: per-device ``x_ID``/``y_ID`` for every device
+    """The .npz that peers/flower_mlp.py and peers/pfl_mlp.py read: per-device ``x_ID``/``y_ID`` for every device
     in ``cohorts`` (one row of device ids per round), the layer sizes and the initial weights
     split per Keras variable (kernel, bias per Dense layer), lr, batch size, epochs, and
     fedpop's final weights (flat) when given."""
@@ -74,18 +110,40 @@ def write_workload(path: Path, task, cfg, cohorts, counts, init: np.ndarray,
     np.savez(path, **arrays)
 
 
-def run_flower(workload: Path, out: Path, timeout_s: float, venv: Path | None = None) -> dict:
-    """Flower's run of the workload in its own virtualenv; its JSON result."""
-    cmd = [str(flower_python(venv)), str(FLOWER_SCRIPT), str(workload), str(out)]
+def _run_peer(name: str, script: Path, workload: Path, out: Path, timeout_s: float,
+              venv: Path | None = None) -> dict:
+    """A peer's run of the workload in the peers virtualenv; its JSON result."""
+    cmd = [str(peers_python(venv)), str(script), str(workload), str(out)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    env.pop("PYTHONPATH", None)  # nothing of fedpop's environment leaks into Flower's
+    env.pop("PYTHONPATH", None)  # nothing of fedpop's environment leaks into the peer's
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=str(ROOT))
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"Flower did not finish within {timeout_s:.0f} s: {' '.join(cmd)}") from None
+        raise RuntimeError(f"{name} did not finish within {timeout_s:.0f} s: {' '.join(cmd)}") from None
     if proc.returncode != 0:
-        raise RuntimeError(f"Flower failed (exit {proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-4000:]}")
+        raise RuntimeError(f"{name} failed (exit {proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-4000:]}")
     return json.loads(Path(out).read_text())
+
+
+def run_flower(workload: Path, out: Path, timeout_s: float, venv: Path | None = None) -> dict:
+    """Flower's run of the workload (peers/flower_mlp.py) in the peers virtualenv."""
+    return _run_peer("Flower", FLOWER_SCRIPT, workload, out, timeout_s, venv)
+
+
+def run_pfl(workload: Path, out: Path, timeout_s: float, venv: Path | None = None) -> dict:
+    """pfl-research's run of the workload (peers/pfl_mlp.py) in the peers virtualenv."""
+    return _run_peer("pfl-research", PFL_SCRIPT, workload, out, timeout_s, venv)
+
+
+PFL_META = ("pfl_version", "tensorflow_version", "keras_version", "backend", "processes", "total_s")
+
+
+def small_compute_config(cfg, quick: bool):
+    """bench_engine's tiny-compute workload on top of the bench config: logistic regression
+    784->10, one batch of 10 per device, cohort 1,000 (200 when quick), 5 rounds."""
+    from fl.config import load_config
+
+    return load_config(cfg.to_dict(), SMALL_COMPUTE_SETS + [f"cohort.goal={200 if quick else 1000}"])
 
 
 def _versions() -> dict:
@@ -96,7 +154,7 @@ def _versions() -> dict:
     return {"tensorflow": tf.__version__, "tensorflow_federated": tff.__version__, "ray": ray.__version__}
 
 
-def _one_sitting(cfg, workdir: Path, timeout_s: float) -> dict:
+def _one_sitting(cfg, small_cfg, workdir: Path, timeout_s: float) -> dict:
     import ray
 
     from fl.task import make_task
@@ -115,21 +173,66 @@ def _one_sitting(cfg, workdir: Path, timeout_s: float) -> dict:
     workload = workdir / "workload.npz"
     write_workload(workload, task, cfg, cohorts, counts, init, expected_final=fp_final)
     flower = run_flower(workload, workdir / "flower.json", timeout_s)
-    fp, tf_, fl, flw = (statistics.median(t) for t in (fp_times, tff_times, floor_times, flower["per_round_s"]))
+    print("[bench peers] pfl-research simulation (.venv-peers)", flush=True)
+    pfl = run_pfl(workload, workdir / "pfl.json", timeout_s)
+    workload.unlink()
+    fp, tf_, fl, flw, pf = (statistics.median(t) for t in (fp_times, tff_times, floor_times, flower["per_round_s"],
+                                                            pfl["per_round_s"]))
+    small = _small_compute_sitting(small_cfg, workdir, timeout_s)
     return {
         "workload": {"model": f"mlp {'-'.join(map(str, [cfg.task.input_dim, *cfg.task.hidden, cfg.task.classes]))}",
                      "cohort": cfg.cohort.goal,
                      "batches_per_device": int(counts[cohorts[0]][0] // cfg.client.batch_size),
                      "batch_size": cfg.client.batch_size, "lr": cfg.client.lr, "rounds": cfg.experiment.rounds,
                      "fedpop_workers": workers},
-        "fedpop_s_per_round": fp, "tff_s_per_round": tf_, "flower_s_per_round": flw, "floor_s_per_round": fl,
-        "fedpop_vs_flower": flw / fp, "fedpop_vs_tff": tf_ / fp, "overhead_vs_floor": fp / fl,
+        "fedpop_s_per_round": fp, "tff_s_per_round": tf_, "flower_s_per_round": flw, "pfl_s_per_round": pf,
+        "floor_s_per_round": fl, "fedpop_vs_flower": flw / fp, "fedpop_vs_tff": tf_ / fp, "fedpop_vs_pfl": pf / fp,
+        "overhead_vs_floor": fp / fl,
         "max_abs_diff_fedpop_vs_flower_weights": flower["max_abs_diff_vs_fedpop_weights"],
+        "max_abs_diff_fedpop_vs_pfl_weights": pfl["max_abs_diff_vs_fedpop_weights"],
         "max_abs_diff_fedpop_vs_tff_weights": float(np.abs(fp_final - tff_final).max()),
         "max_abs_diff_fedpop_vs_floor_weights": float(np.abs(fp_final - floor_final).max()),
         "flower": {k: flower[k] for k in ("flower_version", "tensorflow_version", "keras_version", "api",
                                           "client_num_cpus", "total_s")},
-        "per_round_s": {"fedpop": fp_times, "tff": tff_times, "floor": floor_times, "flower": flower["per_round_s"]},
+        "pfl": {k: pfl[k] for k in PFL_META},
+        "per_round_s": {"fedpop": fp_times, "tff": tff_times, "floor": floor_times, "flower": flower["per_round_s"],
+                        "pfl": pfl["per_round_s"]},
+        **small,
+    }
+
+
+def _small_compute_sitting(cfg, workdir: Path, timeout_s: float) -> dict:
+    """fedpop (timed warm pass) and pfl-research on the tiny-compute workload: the sitting's
+    ``small_compute_*`` figures, and ``small_compute`` with the workload, pfl's versions and
+    the seconds of every round."""
+    import ray
+
+    from fl.task import make_task
+
+    print(f"[bench peers] small compute: logistic regression, 1 batch per device, cohort {cfg.cohort.goal}; fedpop",
+          flush=True)
+    fp_times, _, cohorts, init, fp_final, workers, counts = _fedpop(cfg)
+    if ray.is_initialized():
+        ray.shutdown()
+    task = make_task(cfg.experiment.task, cfg.task, cfg.experiment.seed)
+    workload = workdir / "small_compute.npz"
+    write_workload(workload, task, cfg, cohorts, counts, init, expected_final=fp_final)
+    print("[bench peers] small compute: pfl-research (.venv-peers)", flush=True)
+    pfl = run_pfl(workload, workdir / "pfl_small_compute.json", timeout_s)
+    workload.unlink()
+    fp, pf = statistics.median(fp_times), statistics.median(pfl["per_round_s"])
+    goal = cfg.cohort.goal
+    return {
+        "small_compute_fedpop_s_per_round": fp, "small_compute_pfl_s_per_round": pf,
+        "small_compute_fedpop_vs_pfl": pf / fp,
+        "small_compute_fedpop_device_updates_per_s": goal / fp, "small_compute_pfl_device_updates_per_s": goal / pf,
+        "max_abs_diff_fedpop_vs_pfl_small_compute_weights": pfl["max_abs_diff_vs_fedpop_weights"],
+        "small_compute": {
+            "workload": {"model": f"logistic regression {cfg.task.input_dim}->{cfg.task.classes}", "cohort": goal,
+                         "examples_per_device": int(counts[cohorts[0]][0]), "batch_size": cfg.client.batch_size,
+                         "lr": cfg.client.lr, "rounds": cfg.experiment.rounds, "fedpop_workers": workers},
+            "pfl": {k: pfl[k] for k in PFL_META},
+            "per_round_s": {"fedpop": fp_times, "pfl": pfl["per_round_s"]}},
     }
 
 
@@ -140,28 +243,33 @@ def summarize_sittings(sittings: list[dict], versions: dict | None = None) -> di
     for k in SCALARS:
         out[k], out["spread"][k] = _median_and_spread([s[k] for s in sittings])
     out["targets"] = dict(TARGETS)
-    out["met"] = {"fedpop_vs_flower": out["fedpop_vs_flower"] >= TARGETS["fedpop_vs_flower_min"],
-                  "fedpop_vs_tff": out["fedpop_vs_tff"] >= TARGETS["fedpop_vs_tff_min"]}
+    out["met"] = {name: out[name] >= TARGETS[f"{name}_min"]
+                  for name in ("fedpop_vs_flower", "fedpop_vs_tff", "fedpop_vs_pfl", "small_compute_fedpop_vs_pfl")}
     out["versions"] = {**(versions or {}), **{f"flower_{k}": v for k, v in sittings[0]["flower"].items()
-                                              if k in ("flower_version", "tensorflow_version", "keras_version")}}
+                                              if k in ("flower_version", "tensorflow_version", "keras_version")},
+                       **{f"pfl_{k}": v for k, v in sittings[0]["pfl"].items()
+                          if k in ("pfl_version", "tensorflow_version", "keras_version")}}
     out["flower_client"] = {k: sittings[0]["flower"][k] for k in ("api", "client_num_cpus")}
+    out["pfl_simulation"] = {k: sittings[0]["pfl"][k] for k in ("backend", "processes")}
+    out["small_compute_workload"] = sittings[0]["small_compute"]["workload"]
     out["headline"] = {**{k: out[k] for k in HEADLINE}, "met": out["met"]}
     out["sittings"] = sittings
     return out
 
 
 def run_bench(out: str, quick: bool = False, cache_dir: str | None = None, repeats: int = 3) -> dict:
-    """``repeats`` sittings of all four systems (the machine is noisy); see the module doc."""
+    """``repeats`` sittings of every system on both workloads (the machine is noisy); see the module doc."""
     import ray
 
-    flower_python()  # fail before any work if the Flower virtualenv is missing
+    check_peers_venv()  # fail before any work if the peers virtualenv is missing or lacks a peer
     cfg = _config(quick, cache_dir)
+    small_cfg = small_compute_config(cfg, quick)
     timeout_s = 600.0 if quick else 1800.0
     sittings = []
     with tempfile.TemporaryDirectory(prefix="fedpop-bench-peers-") as tmp:
         for i in range(max(int(repeats), 1)):
             print(f"[bench peers] sitting {i + 1} of {repeats}", flush=True)
-            sittings.append(_one_sitting(cfg, Path(tmp), timeout_s))
+            sittings.append(_one_sitting(cfg, small_cfg, Path(tmp), timeout_s))
             if ray.is_initialized():
                 ray.shutdown()
     result = summarize_sittings(sittings, _versions())
