@@ -195,8 +195,14 @@ class Process:
 
     @property
     def population(self) -> pd.DataFrame:
-        """The simulated devices' traits (one row per device)."""
-        return self.engine.population.frame()
+        """The simulated devices' traits (one row per device). Built from the config when no
+        engine runs (e.g. after the ``with`` block), so reading it starts nothing."""
+        if self._process is not None:
+            return self._process.population.frame()
+        from fl.population import Population
+
+        sizes = None if self.data is None else self.data.sizes
+        return Population.build(self.cfg.population, self.cfg.experiment.seed, num_examples=sizes).frame()
 
     def model(self, state):
         """The task's Keras model holding ``state``'s weights (built in this process)."""

@@ -38,6 +38,11 @@ def test_small_user_dataset_trains_every_client_with_coverage(ray_local):
     assert set(cov["client_id"]) <= set(data.client_ids)
     assert rounds["clients_trained"].is_monotonic_increasing and rounds["clients_trained"].iloc[-1] == len(cov)
     assert caught == []
+    import ray
+
+    before = ray.available_resources().get("CPU")
+    assert len(process.population) == 20  # read after the with block: starts no new workers
+    assert ray.available_resources().get("CPU") == before
 
 
 def test_availability_switch_and_uniform_cohorts():
