@@ -53,17 +53,20 @@ def make_config(task=None, config=None, data=None) -> Config:
     return load_config(raw, task=task if inspect.isclass(task) else None)
 
 
-def build_process(task, config=None, *, data=None, callbacks=()) -> "Process":
+def build_process(task, config=None, *, data=None, callbacks=(), progress: bool = True) -> "Process":
     """The federated training process for ``task`` (a `fedpop.Task` subclass, a registered
     name such as "charlm", or "package.module:Class") under ``config``.
 
     ``data``: a `fedpop.FederatedData`, or what `FederatedData` reads (a pandas DataFrame with
     a ``client_id`` column, a TFF ``ClientData``, LEAF JSON, a parquet/CSV path); else the
     config's ``data`` section, if any. It defines the population (one device per client).
-    ``callbacks``: `fedpop.Callback` objects called after every ``next``.
+    ``callbacks``: `fedpop.Callback` objects called after every ``next``.  ``progress``: a
+    progress bar over ``experiment.rounds`` (`tqdm.auto`: a widget in notebooks), as the CLI
+    shows; pass False to turn it off.
     Use it as a context manager (``with build_process(...) as process:``) or call
     ``start()`` / ``close()``.  Bad config keys or a task missing a required method raise
     `fedpop.ConfigError` here, before anything starts."""
+    from fl.callbacks import ProgressBar
     from fl.data import FederatedData, as_federated_data
     from fl.task import TaskError, check_task, resolve_task
 
@@ -83,6 +86,8 @@ def build_process(task, config=None, *, data=None, callbacks=()) -> "Process":
         check_task(resolve_task(task if task is not None else cfg.experiment.task), needs_data=data is None)
     except TaskError as e:
         raise ConfigError(f"bad value for 'experiment.task': {e}") from None
+    if progress and not any(isinstance(cb, ProgressBar) for cb in callbacks):
+        callbacks = (*callbacks, ProgressBar(cfg.experiment.rounds))
     return Process(cfg, task if inspect.isclass(task) else None, data, callbacks)
 
 

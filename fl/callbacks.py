@@ -81,7 +81,7 @@ class ProgressBar(Callback):
         self.total, self.desc, self.bar = total, desc, None
 
     def on_train_begin(self, process, state):
-        from tqdm import tqdm
+        from tqdm.auto import tqdm  # a widget in notebooks, text in a terminal
 
         self.bar = tqdm(total=self.total, initial=state.round, desc=self.desc, unit="round", file=sys.stderr,
                         dynamic_ncols=True)

@@ -186,7 +186,7 @@ def plot_training_curve(df: pd.DataFrame, path: Path) -> None:
             name = f"{split}_{col}"
             if name in df and df[name].notna().any():
                 d = df[df[name].notna()]
-                ax.plot(d["round"] + 1, d[name], style, label=split)
+                ax.plot(d["round"], d[name], style, label=split)  # rounds numbered as in the tables
         ax.set_xlabel("round")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

@@ -16,4 +16,7 @@ def test_quickstart_notebook_runs(tmp_path):
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "fedavg" in text and "ditto" in text and "better off with their personal model" in text
-    assert any("image/png" in o.get("data", {}) for o in outputs if o.output_type in ("display_data", "execute_result"))
+    shown = [o.get("data", {}) for o in outputs if o.output_type in ("display_data", "execute_result")]
+    assert any("image/png" in d for d in shown)
+    # the API's default progress bar (tqdm.auto) renders as a widget in a notebook
+    assert any("application/vnd.jupyter.widget-view+json" in d for d in shown)
