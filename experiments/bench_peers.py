@@ -9,7 +9,9 @@ initial weights:
     (`peers/flower_mlp.py`: Flower's simulation, a Keras client written as Flower's
     quickstart writes it) and pfl-research (`peers/pfl_mlp.py`: pfl's `SimulatedBackend`
     and `FederatedAveraging`, TF backend) on a workload .npz of the same cohorts, device
-    data, initial weights, lr and batch size;
+    data, initial weights, lr and batch size. pfl runs in one process and in its own
+    multi-worker mode with one process per core (``PFL_PROCESSES``); its figure is the faster
+    of the two in each sitting, and both are kept (``pfl_Nproc_s_per_round``);
   * `small_compute`, bench_engine's tiny-compute workload (multinomial logistic regression
     784->10, one batch of 10 per device, cohort 1,000, 5 rounds), where the per-device
     overhead is the whole cost: fedpop and pfl-research. Flower and TFF do not run it
@@ -42,6 +44,7 @@ PEERS_VENV = ROOT / ".venv-peers"
 FLOWER_SCRIPT = ROOT / "peers" / "flower_mlp.py"
 PFL_SCRIPT = ROOT / "peers" / "pfl_mlp.py"
 PEER_PACKAGES = ("flwr", "pfl")  # what the peers virtualenv must hold
+PFL_PROCESSES = (1, 2)  # pfl's worker processes: one, and one per core of this 2-core machine
 TARGETS = {"fedpop_vs_flower_min": 25.0, "fedpop_vs_tff_min": 8.0, "fedpop_vs_pfl_min": 1.0,
            "small_compute_fedpop_vs_pfl_min": 1.0}
 HEADLINE = ("fedpop_s_per_round", "tff_s_per_round", "flower_s_per_round", "pfl_s_per_round", "floor_s_per_round",
@@ -50,7 +53,8 @@ HEADLINE = ("fedpop_s_per_round", "tff_s_per_round", "flower_s_per_round", "pfl_
 SCALARS = HEADLINE + ("overhead_vs_floor", "max_abs_diff_fedpop_vs_flower_weights",
                       "max_abs_diff_fedpop_vs_tff_weights", "max_abs_diff_fedpop_vs_floor_weights",
                       "max_abs_diff_fedpop_vs_pfl_weights", "small_compute_fedpop_device_updates_per_s",
-                      "small_compute_pfl_device_updates_per_s", "max_abs_diff_fedpop_vs_pfl_small_compute_weights")
+                      "small_compute_pfl_device_updates_per_s", "max_abs_diff_fedpop_vs_pfl_small_compute_weights",
+                      *(f"{w}pfl_{n}proc_s_per_round" for w in ("", "small_compute_") for n in PFL_PROCESSES))
 # the tiny-compute workload, as bench_engine's `small_compute` defines it (quick: cohort 200)
 SMALL_COMPUTE_SETS = ["task.hidden=[]", "population.size=100000", "population.examples_median=10",
                       "population.examples_min=10", "population.examples_max=10", "experiment.rounds=5"]
@@ -111,9 +115,9 @@ def write_workload(path: Path, task, cfg, cohorts, counts, init: np.ndarray,
 
 
 def _run_peer(name: str, script: Path, workload: Path, out: Path, timeout_s: float,
-              venv: Path | None = None) -> dict:
+              venv: Path | None = None, args: list[str] | None = None) -> dict:
     """A peer's run of the workload in the peers virtualenv; its JSON result."""
-    cmd = [str(peers_python(venv)), str(script), str(workload), str(out)]
+    cmd = [str(peers_python(venv)), str(script), str(workload), str(out), *(args or [])]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("PYTHONPATH", None)  # nothing of fedpop's environment leaks into the peer's
     try:
@@ -130,12 +134,31 @@ def run_flower(workload: Path, out: Path, timeout_s: float, venv: Path | None = 
     return _run_peer("Flower", FLOWER_SCRIPT, workload, out, timeout_s, venv)
 
 
-def run_pfl(workload: Path, out: Path, timeout_s: float, venv: Path | None = None) -> dict:
-    """pfl-research's run of the workload (peers/pfl_mlp.py) in the peers virtualenv."""
-    return _run_peer("pfl-research", PFL_SCRIPT, workload, out, timeout_s, venv)
+def run_pfl(workload: Path, out: Path, timeout_s: float, venv: Path | None = None, processes: int = 1) -> dict:
+    """pfl-research's run of the workload (peers/pfl_mlp.py, ``processes`` worker processes)
+    in the peers virtualenv."""
+    return _run_peer("pfl-research", PFL_SCRIPT, workload, out, timeout_s, venv, ["--processes", str(processes)])
 
 
 PFL_META = ("pfl_version", "tensorflow_version", "keras_version", "backend", "processes", "total_s")
+
+
+def _pfl_sitting(workload: Path, workdir: Path, timeout_s: float, prefix: str = "") -> tuple[dict, dict]:
+    """pfl on ``workload`` once per entry of PFL_PROCESSES: the figures (``{prefix}pfl_s_per_round``,
+    the faster configuration's median, and each configuration's) and pfl's details (the faster
+    run's versions and processes, every run's per-round seconds, the largest weight difference)."""
+    runs = {}
+    for n in PFL_PROCESSES:
+        print(f"[bench peers] pfl-research, {n} process(es) (.venv-peers)", flush=True)
+        runs[n] = run_pfl(workload, workdir / f"pfl_{n}.json", timeout_s, processes=n)
+    medians = {n: statistics.median(r["per_round_s"]) for n, r in runs.items()}
+    best = min(medians, key=medians.get)
+    figures = {f"{prefix}pfl_s_per_round": medians[best],
+               **{f"{prefix}pfl_{n}proc_s_per_round": m for n, m in medians.items()}}
+    details = {**{k: runs[best][k] for k in PFL_META},
+               "per_round_s_by_processes": {str(n): r["per_round_s"] for n, r in runs.items()},
+               "max_abs_diff_vs_fedpop_weights": max(r["max_abs_diff_vs_fedpop_weights"] for r in runs.values())}
+    return figures, details
 
 
 def small_compute_config(cfg, quick: bool):
@@ -173,11 +196,10 @@ def _one_sitting(cfg, small_cfg, workdir: Path, timeout_s: float) -> dict:
     workload = workdir / "workload.npz"
     write_workload(workload, task, cfg, cohorts, counts, init, expected_final=fp_final)
     flower = run_flower(workload, workdir / "flower.json", timeout_s)
-    print("[bench peers] pfl-research simulation (.venv-peers)", flush=True)
-    pfl = run_pfl(workload, workdir / "pfl.json", timeout_s)
+    pfl_figures, pfl = _pfl_sitting(workload, workdir, timeout_s)
     workload.unlink()
-    fp, tf_, fl, flw, pf = (statistics.median(t) for t in (fp_times, tff_times, floor_times, flower["per_round_s"],
-                                                            pfl["per_round_s"]))
+    fp, tf_, fl, flw = (statistics.median(t) for t in (fp_times, tff_times, floor_times, flower["per_round_s"]))
+    pf = pfl_figures["pfl_s_per_round"]
     small = _small_compute_sitting(small_cfg, workdir, timeout_s)
     return {
         "workload": {"model": f"mlp {'-'.join(map(str, [cfg.task.input_dim, *cfg.task.hidden, cfg.task.classes]))}",
@@ -185,7 +207,7 @@ def _one_sitting(cfg, small_cfg, workdir: Path, timeout_s: float) -> dict:
                      "batches_per_device": int(counts[cohorts[0]][0] // cfg.client.batch_size),
                      "batch_size": cfg.client.batch_size, "lr": cfg.client.lr, "rounds": cfg.experiment.rounds,
                      "fedpop_workers": workers},
-        "fedpop_s_per_round": fp, "tff_s_per_round": tf_, "flower_s_per_round": flw, "pfl_s_per_round": pf,
+        "fedpop_s_per_round": fp, "tff_s_per_round": tf_, "flower_s_per_round": flw, **pfl_figures,
         "floor_s_per_round": fl, "fedpop_vs_flower": flw / fp, "fedpop_vs_tff": tf_ / fp, "fedpop_vs_pfl": pf / fp,
         "overhead_vs_floor": fp / fl,
         "max_abs_diff_fedpop_vs_flower_weights": flower["max_abs_diff_vs_fedpop_weights"],
@@ -196,7 +218,7 @@ def _one_sitting(cfg, small_cfg, workdir: Path, timeout_s: float) -> dict:
                                           "client_num_cpus", "total_s")},
         "pfl": {k: pfl[k] for k in PFL_META},
         "per_round_s": {"fedpop": fp_times, "tff": tff_times, "floor": floor_times, "flower": flower["per_round_s"],
-                        "pfl": pfl["per_round_s"]},
+                        **{f"pfl_{n}proc": t for n, t in pfl["per_round_s_by_processes"].items()}},
         **small,
     }
 
@@ -217,14 +239,12 @@ def _small_compute_sitting(cfg, workdir: Path, timeout_s: float) -> dict:
     task = make_task(cfg.experiment.task, cfg.task, cfg.experiment.seed)
     workload = workdir / "small_compute.npz"
     write_workload(workload, task, cfg, cohorts, counts, init, expected_final=fp_final)
-    print("[bench peers] small compute: pfl-research (.venv-peers)", flush=True)
-    pfl = run_pfl(workload, workdir / "pfl_small_compute.json", timeout_s)
+    pfl_figures, pfl = _pfl_sitting(workload, workdir, timeout_s, prefix="small_compute_")
     workload.unlink()
-    fp, pf = statistics.median(fp_times), statistics.median(pfl["per_round_s"])
+    fp, pf = statistics.median(fp_times), pfl_figures["small_compute_pfl_s_per_round"]
     goal = cfg.cohort.goal
     return {
-        "small_compute_fedpop_s_per_round": fp, "small_compute_pfl_s_per_round": pf,
-        "small_compute_fedpop_vs_pfl": pf / fp,
+        "small_compute_fedpop_s_per_round": fp, **pfl_figures, "small_compute_fedpop_vs_pfl": pf / fp,
         "small_compute_fedpop_device_updates_per_s": goal / fp, "small_compute_pfl_device_updates_per_s": goal / pf,
         "max_abs_diff_fedpop_vs_pfl_small_compute_weights": pfl["max_abs_diff_vs_fedpop_weights"],
         "small_compute": {
@@ -232,7 +252,8 @@ def _small_compute_sitting(cfg, workdir: Path, timeout_s: float) -> dict:
                          "examples_per_device": int(counts[cohorts[0]][0]), "batch_size": cfg.client.batch_size,
                          "lr": cfg.client.lr, "rounds": cfg.experiment.rounds, "fedpop_workers": workers},
             "pfl": {k: pfl[k] for k in PFL_META},
-            "per_round_s": {"fedpop": fp_times, "pfl": pfl["per_round_s"]}},
+            "per_round_s": {"fedpop": fp_times,
+                            **{f"pfl_{n}proc": t for n, t in pfl["per_round_s_by_processes"].items()}}},
     }
 
 
@@ -250,7 +271,10 @@ def summarize_sittings(sittings: list[dict], versions: dict | None = None) -> di
                        **{f"pfl_{k}": v for k, v in sittings[0]["pfl"].items()
                           if k in ("pfl_version", "tensorflow_version", "keras_version")}}
     out["flower_client"] = {k: sittings[0]["flower"][k] for k in ("api", "client_num_cpus")}
-    out["pfl_simulation"] = {k: sittings[0]["pfl"][k] for k in ("backend", "processes")}
+    out["pfl_simulation"] = {"backend": sittings[0]["pfl"]["backend"], "processes_tried": list(PFL_PROCESSES),
+                             "processes_faster": [s["pfl"]["processes"] for s in sittings],
+                             "small_compute_processes_faster": [s["small_compute"]["pfl"]["processes"]
+                                                                for s in sittings]}
     out["small_compute_workload"] = sittings[0]["small_compute"]["workload"]
     out["headline"] = {**{k: out[k] for k in HEADLINE}, "met": out["met"]}
     out["sittings"] = sittings

@@ -177,7 +177,7 @@ def summarize(df: pd.DataFrame) -> dict:
 
 
 def targets(strategies: dict, df: pd.DataFrame, base: dict, wall_s: float) -> dict:
-    """The issue's targets, measured: base WER, moderate/severe reduction, recipe ranking, time."""
+    """The study's targets, measured: base WER, moderate/severe reduction, recipe ranking, time."""
     b5 = overall(df, STRATEGIES[0])
     ms = b5[b5["severity"].isin(["moderate", "severe"])]
     red = float(relative_reduction(ms).median()) if len(ms) else float("nan")

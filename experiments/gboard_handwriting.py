@@ -449,7 +449,7 @@ def summarize(table, writers, personal, tuned, latency, on_device, bezier, cfg) 
 
 
 def targets(summary: dict) -> dict:
-    """Issue 15's targets, measured (value, target, met)."""
+    """The study's targets, measured (value, target, met)."""
     c = summary["configurations"]
     comp = summary["compaction"]["median_points_per_curve"]
     reduction = 1.0 - c[LM_BEAM]["cer"] / c[BASELINE]["cer"] if c[BASELINE]["cer"] > 0 else float("nan")

@@ -270,9 +270,9 @@ def choose_frill(models: pd.DataFrame, threshold_ms: float) -> tuple[str, bool]:
     the fastest student. (name, whether it meets the threshold). Only students whose float and
     int8 TFLite models both run are candidates (a QAT student whose int8 model the interpreter
     refuses, ``int8_error``, cannot ship), unless no student runs both. (``embedding_spread`` is
-    not a criterion: students regress TRILL's unnormalized embedding and their unit outputs
-    spread 1e-4..1e-3 on seed 2 while scoring 0.56-0.65, so TRILL's collapse threshold does
-    not carry over to them.)"""
+    not a criterion: students regress TRILL's unnormalized embedding, whose common offset
+    dominates, so their unit outputs spread little even when they score well, and TRILL's
+    collapse threshold does not carry over to them.)"""
     s = models[models["kind"] == "frill"]
     if "int8_error" in s.columns:
         runs = s["int8_error"].fillna("").astype(str) == ""
@@ -285,7 +285,7 @@ def choose_frill(models: pd.DataFrame, threshold_ms: float) -> tuple[str, bool]:
 
 def summarize(models: pd.DataFrame, speakers: pd.DataFrame, tasks, threshold_ms: float, wall_s: float,
               teacher: str = TRILL_CENTRAL, collapsed=()) -> dict:
-    """The seed-style TRILL-vs-FRILL table and the issue's targets, from models.parquet's rows
+    """The seed-style TRILL-vs-FRILL table and the study's targets, from models.parquet's rows
     (accuracies in [0, 1]; points are 100 x). ``collapsed``: TRILLs whose embedding collapsed;
     every accuracy target then counts as unmet (a gap between broken models means nothing),
     with the reason in ``invalid``."""

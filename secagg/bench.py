@@ -15,7 +15,7 @@ encoding) is counted in it.  Runs with ``workers > 1`` are also compared to
 ``prg_floor_parallel_s``, which divides by the *aggregate* throughput of that
 many processes measured concurrently.
 
-``primitives_floor_s`` is the stricter floor the issue asks for: the one-core
+``primitives_floor_s`` is the stricter floor: the one-core
 cost, measured in the same run, of every primitive the protocol must execute
 for that case -- X25519 agreements (two per client and neighbour, one per
 dropped client and surviving neighbour at the server, two low-order checks

@@ -92,7 +92,7 @@ def _recover_input(rnd: Round, target: int, responses) -> np.ndarray | None:
 
 @pytest.mark.parametrize("malicious", [False, True])
 def test_server_cannot_unmask_a_client_with_few_survivor_requests(malicious):
-    """The attack of the issue: tell every client that only it and the target
+    """A crafted-request attack: tell every client that only it and the target
     survived.  Today's client refuses every such request and reveals nothing
     (in active mode each client also signed only its own two-member set)."""
     rnd = Round(n=10, mode="secagg", malicious=malicious)
@@ -444,6 +444,6 @@ def test_explicit_k_meets_the_graph_privacy_bound_of_automatic_k():
         assert kk >= n - 1 or n * (delta + gamma) ** (kk // 2) <= 2.0 ** -sigma
         assert graph_violation(n, kk, delta, gamma, sigma) is None
     assert made > 50 and refused_graph > 25
-    # the case of the issue: 10 % dropout, a k that choose_k_t would refuse
+    # 10 % dropout and a k that choose_k_t would refuse
     with pytest.raises(ConfigError, match="graph privacy for k=6"):
         make_config(1000, 8, k=6, dropout_rate=0.1, corrupt_fraction=0.0)

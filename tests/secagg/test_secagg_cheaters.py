@@ -86,7 +86,7 @@ U3_FOR = {0: frozenset({0, 1, 2, 3, 4, 5}),
 
 
 def _attack(phones, cfg):
-    """The cheating server of the issue, with no corrupt client.
+    """A cheating server that reuses one round id, with no corrupt client.
 
     Executions 1..8 run all ten phones honestly up to the ConsistencyCheck and ask
     each to sign one of the survivor sets in ``U3_FOR``.  In the target execution the
