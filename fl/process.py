@@ -160,9 +160,8 @@ class FederatedProcess:
             round_seed = int(np.random.SeedSequence(seed_words(cfg.experiment.seed, "aggregate", r)).generate_state(1)[0])
             round_info = {"selected": len(plan.device_ids), "client_info": sums}
             if cfg.aggregator.dp_noise_multiplier > 0 or cfg.aggregator.secagg_dp_noise_multiplier > 0:
-                # the pool the cohort was really drawn from
-                round_info["eligible"] = int(self.population.eligible(np.arange(self.population.size),
-                                                                      plan.t_start).sum())
+                # the pool the cohort was drawn from (a closed-form lower bound: fl/population.py)
+                round_info["eligible"] = max(self.population.eligible_count(plan.t_start), len(plan.device_ids))
             t_agg = time.perf_counter()
             mean_delta, agg_state, agg_metrics = self.aggregator.finalize(state.agg_state, total, weight, reports,
                                                                           round_seed, round_info)
