@@ -40,21 +40,25 @@ class RoundPlan:
 
 def select_cohort(pop: Population, n: int, t_sim: float, rng: np.random.Generator,
                   exclude: np.ndarray | None = None) -> np.ndarray:
-    """Up to n distinct eligible devices, O(n / eligible fraction) work, never O(population)."""
-    chosen: list[np.ndarray] = []
-    have = 0
-    seen = set() if exclude is None else set(exclude.tolist())
+    """Up to n distinct eligible devices by rejection sampling: draw ids uniformly, keep
+    those eligible at ``t_sim`` (traits computed for the drawn ids only) and not in
+    ``exclude`` (device ids, any order).  O(n / eligible fraction) work and memory, never
+    O(population): the population is lazy (fl/population.py)."""
+    excl = np.unique(np.asarray(exclude, np.int64)) if exclude is not None and len(exclude) else None
+    chosen = np.zeros(0, np.int64)
     for _ in range(64):
-        cand = rng.integers(0, pop.size, size=max(4 * (n - have), 64))
+        want = n - len(chosen)
+        cand = rng.integers(0, pop.size, size=max(4 * want, 64))
         cand = cand[pop.eligible(cand, t_sim)]
-        fresh = [c for c in dict.fromkeys(cand.tolist()) if c not in seen]
-        fresh = fresh[: n - have]
-        seen.update(fresh)
-        chosen.append(np.asarray(fresh, np.int64))
-        have += len(fresh)
-        if have >= n:
+        cand = cand[np.sort(np.unique(cand, return_index=True)[1])]  # first occurrences, draw order
+        keep = ~np.isin(cand, chosen)
+        if excl is not None:
+            pos = np.minimum(np.searchsorted(excl, cand), len(excl) - 1)
+            keep &= excl[pos] != cand
+        chosen = np.concatenate([chosen, cand[keep][:want]])
+        if len(chosen) >= n:
             break
-    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+    return np.sort(chosen)
 
 
 def plan_round(pop: Population, cfg: CohortSection, round_num: int, seed: int, epochs: int,
@@ -62,16 +66,15 @@ def plan_round(pop: Population, cfg: CohortSection, round_num: int, seed: int, e
     """Select an over-sized cohort and run the simulated clock for it."""
     t_start = cfg.start_hour_utc * 3600.0 + round_num * cfg.round_interval_s
     rng = rng_for(seed, "cohort", round_num)
-    c = pop.columns
     if pop.always_available:
         ids = np.sort(rng.choice(pop.size, size=min(cfg.goal, pop.size), replace=False)).astype(np.int64)
-        duration = _duration(c, ids, epochs, model_bytes)
+        duration = _duration(pop, ids, epochs, model_bytes)
         status = np.full(len(ids), ACCEPTED, dtype=object)
         return RoundPlan(round_num, t_start, ids, status, duration, float(duration.max(initial=0.0)))
     want = int(np.ceil(cfg.goal * cfg.over_selection))
     ids = select_cohort(pop, want, t_start, rng)
-    duration = _duration(c, ids, epochs, model_bytes)
-    hazard = c["dropout_per_hour"][ids] / 3600.0
+    duration = _duration(pop, ids, epochs, model_bytes)
+    hazard = pop.trait("dropout_per_hour", ids) / 3600.0
     leave_at = rng.exponential(1.0, len(ids)) / np.maximum(hazard, 1e-12)
     finish = np.where(leave_at < duration, np.inf, duration)
     status = np.full(len(ids), STRAGGLER, dtype=object)
@@ -83,7 +86,8 @@ def plan_round(pop: Population, cfg: CohortSection, round_num: int, seed: int, e
     return RoundPlan(round_num, t_start, ids, status, finish, sim_seconds)
 
 
-def _duration(c: dict, ids: np.ndarray, epochs: int, model_bytes: int) -> np.ndarray:
+def _duration(pop: Population, ids: np.ndarray, epochs: int, model_bytes: int) -> np.ndarray:
     """Seconds each device needs: download + compute (examples x epochs / speed) + upload."""
-    compute = epochs * c["num_examples"][ids] / c["compute_speed"][ids]
-    return model_bytes / c["down_bps"][ids] + compute + model_bytes / c["up_bps"][ids]
+    c = pop.traits(ids, ("num_examples", "compute_speed", "down_bps", "up_bps"))
+    compute = epochs * c["num_examples"] / c["compute_speed"]
+    return model_bytes / c["down_bps"] + compute + model_bytes / c["up_bps"]
