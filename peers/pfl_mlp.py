@@ -35,16 +35,25 @@ Backend choice: TensorFlow, through legacy Keras (`tf-keras`, which pfl's `tf` e
 installs via tensorflow-probability[tf]; `TF_USE_LEGACY_KERAS=1` before TF is imported).
 pfl 0.6's `TFModel` keys the model's variables by `variable.name`, which under Keras 3 is
 only "kernel" or "bias", so a model of more than one layer would collapse to two entries;
-under tf-keras the names are unique ("dense/kernel:0", ...). pfl runs here in one process
-(TF's `OneDeviceStrategy` on the CPU, TF using all cores); its multi-worker TF mode is a
-`MultiWorkerMirroredStrategy` across processes, meant for one GPU per worker.
+under tf-keras the names are unique ("dense/kernel:0", ...).
+
+Processes: `--processes 1` (default) runs one process (TF's `OneDeviceStrategy` on the CPU, TF
+using all cores). `--processes N` runs pfl's own multi-worker mode as its generic platform
+documents it: N copies of this script on this machine, each told the worker addresses
+(`PFL_WORKER_ADDRESSES`, loopback ports) and its rank (`PFL_WORKER_RANK`); pfl then splits
+each cohort between the ranks and all-reduces their sums through TF's
+`MultiWorkerMirroredStrategy`. Each rank pins TensorFlow to its share of the cores (intra-op
+threads cores/N, inter-op 1), as fedpop's workers and Flower's 1-CPU clients are pinned.
+Rank 0 writes OUT (its laps are the round times: the all-reduce ends every round together).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import time
 
@@ -54,6 +63,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from flower_mlp import load_workload  # noqa: E402  (the shared workload format; numpy only)
+
+RANK_ENV, ADDRESSES_ENV = "PFL_WORKER_RANK", "PFL_WORKER_ADDRESSES"  # pfl's generic platform reads these
 
 
 def keras_model(layer_sizes: list[int], learning_rate: float):
@@ -69,8 +80,13 @@ def keras_model(layer_sizes: list[int], learning_rate: float):
 
 
 def run(workload: str) -> dict:
-    import pfl
     import tensorflow as tf
+
+    world = len(os.environ[ADDRESSES_ENV].split(",")) if ADDRESSES_ENV in os.environ else 1
+    if world > 1:  # before TF runs anything
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, (os.cpu_count() or 1) // world))
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    import pfl
     import tf_keras
     from pfl.aggregate.simulate import SimulatedBackend
     from pfl.aggregate.weighting import WeightByDatapoints
@@ -79,6 +95,7 @@ def run(workload: str) -> dict:
     from pfl.data.federated_dataset import FederatedDataset
     from pfl.data.sampling import get_user_sampler
     from pfl.hyperparam import NNTrainHyperParams
+    from pfl.internal.ops.selector import get_default_framework_module
     from pfl.metrics import Metrics
     from pfl.model.tensorflow import TFModel
 
@@ -127,8 +144,11 @@ def run(workload: str) -> dict:
     total = time.perf_counter() - t0
     if len(timer.laps) != rounds:
         raise RuntimeError(f"pfl finished {len(timer.laps)} of {rounds} rounds")
+    processes = int(get_default_framework_module().distributed.world_size)
+    if processes != world:
+        raise RuntimeError(f"pfl runs {processes} worker processes, {world} were started")
     out = {"pfl_version": pfl.__version__, "tensorflow_version": tf.__version__,
-           "keras_version": tf_keras.__version__, "backend": "tensorflow (tf-keras)", "processes": 1,
+           "keras_version": tf_keras.__version__, "backend": "tensorflow (tf-keras)", "processes": processes,
            "model": "-".join(map(str, w["layer_sizes"])), "cohort": cohort, "rounds": rounds,
            "per_round_s": timer.laps, "s_per_round": statistics.median(timer.laps), "total_s": total}
     final = np.concatenate([np.asarray(a, np.float32).ravel() for a in keras.get_weights()])
@@ -138,11 +158,57 @@ def run(workload: str) -> dict:
     return out
 
 
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def launch(workload: str, out: str, processes: int) -> dict:
+    """pfl's multi-worker simulation: ``processes`` ranks of this script on loopback ports;
+    rank 0's result. A rank that fails stops the others (they would wait in the all-reduce)."""
+    addresses = ",".join(f"127.0.0.1:{p}" for p in _free_ports(processes))
+    procs = []
+    for rank in range(processes):
+        env = {**os.environ, ADDRESSES_ENV: addresses, RANK_ENV: str(rank)}
+        rank_out = out if rank == 0 else f"{out}.rank{rank}"
+        procs.append(subprocess.Popen([sys.executable, os.path.abspath(__file__), workload, rank_out], env=env))
+    try:
+        while any(p.poll() is None for p in procs):
+            if any(p.poll() not in (None, 0) for p in procs):
+                break
+            time.sleep(0.1)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            p.wait()
+    codes = [p.returncode for p in procs]
+    for rank in range(1, processes):
+        if os.path.exists(f"{out}.rank{rank}"):
+            os.remove(f"{out}.rank{rank}")
+    if any(codes):
+        raise RuntimeError(f"pfl's worker processes exited with {codes}")
+    with open(out) as f:
+        return json.load(f)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("workload", help=".npz written by experiments/bench_peers.py")
     p.add_argument("out", help="JSON file to write")
+    p.add_argument("--processes", type=int, default=1, help="pfl worker processes on this machine")
     args = p.parse_args(argv)
+    if args.processes > 1 and RANK_ENV not in os.environ:
+        result = launch(args.workload, args.out, args.processes)
+        print(json.dumps({k: v for k, v in result.items() if k != "per_round_s"}))
+        return 0
     result = run(args.workload)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)

@@ -134,7 +134,9 @@ def test_summary_is_the_median_over_sittings_with_spread_and_targets():
                                "flower_tensorflow_version": "2.21.0", "flower_keras_version": "3",
                                "pfl_pfl_version": "0.6.0", "pfl_tensorflow_version": "2.21.0",
                                "pfl_keras_version": "2.21.0"}
-    assert out["pfl_simulation"] == {"backend": "tensorflow (tf-keras)", "processes": 1}
+    assert out["pfl_simulation"] == {"backend": "tensorflow (tf-keras)", "processes_tried": [1, 2],
+                                     "processes_faster": [1, 1, 1], "small_compute_processes_faster": [1, 1, 1]}
+    assert {"pfl_1proc_s_per_round", "pfl_2proc_s_per_round", "small_compute_pfl_2proc_s_per_round"} <= set(out)
     assert out["small_compute_workload"]["cohort"] == 1000
     json.dumps(out)
 
@@ -177,41 +179,45 @@ def _need_pfl():
         pytest.skip(f"pfl-research not available ({e})")
 
 
-def _pfl_against_fedpop(cfg, tmp_path):
+def _pfl_against_fedpop(cfg, tmp_path, processes):
     """fedpop's engine run of ``cfg`` (bench_engine's timed warm pass), then pfl-research on the
-    same cohorts, device data and initial weights; pfl's JSON result."""
+    same cohorts, device data and initial weights with each of ``processes`` worker processes;
+    pfl's JSON results by process count."""
     from experiments.bench_engine import _fedpop
     from fl.task import make_task
 
     _, _, cohorts, init, final, _, counts = _fedpop(cfg)
     task = make_task(cfg.experiment.task, cfg.task, cfg.experiment.seed)
     write_workload(tmp_path / "w.npz", task, cfg, cohorts, counts, init, expected_final=final)
-    out = bench_peers.run_pfl(tmp_path / "w.npz", tmp_path / "pfl.json", timeout_s=300)
-    assert out["final_weights_size"] == final.size
-    assert out["rounds"] == len(cohorts) and len(out["per_round_s"]) == len(cohorts)
-    assert out["cohort"] == cfg.cohort.goal
-    return out
+    outs = {}
+    for n in processes:
+        out = outs[n] = bench_peers.run_pfl(tmp_path / "w.npz", tmp_path / f"pfl{n}.json", timeout_s=300, processes=n)
+        assert out["processes"] == n and out["final_weights_size"] == final.size
+        assert out["rounds"] == len(cohorts) and len(out["per_round_s"]) == len(cohorts)
+        assert out["cohort"] == cfg.cohort.goal
+        assert out["max_abs_diff_vs_fedpop_weights"] < 1e-5  # the same SGD steps, to float rounding
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"pfl{n}.json" for n in processes] + ["w.npz"])
+    return outs
 
 
 def test_pfl_trains_the_mlp_workload_to_fedpops_weights(tmp_path, cache_dir, ray_local):
-    """Needs .venv-peers (`make bench-peers`): the quick MLP workload (784-32-32-10, cohort 10, 3 rounds)."""
+    """Needs .venv-peers (`make bench-peers`): the quick MLP workload (784-32-32-10, cohort 10, 3 rounds),
+    pfl in one process."""
     _need_pfl()
-    out = _pfl_against_fedpop(_config(True, cache_dir), tmp_path)
-    assert out["model"] == "784-32-32-10" and out["pfl_version"] == "0.6.0" and out["processes"] == 1
-    assert out["backend"] == "tensorflow (tf-keras)" and out["s_per_round"] > 0
-    assert out["max_abs_diff_vs_fedpop_weights"] < 1e-5  # the same SGD steps, to float rounding
+    for out in _pfl_against_fedpop(_config(True, cache_dir), tmp_path, [1]).values():
+        assert out["model"] == "784-32-32-10" and out["pfl_version"] == "0.6.0"
+        assert out["backend"] == "tensorflow (tf-keras)" and out["s_per_round"] > 0
 
 
 def test_pfl_trains_the_logistic_regression_workload_to_fedpops_weights(tmp_path, cache_dir, ray_local):
-    """Needs .venv-peers: the tiny-compute workload, cut to cohort 100 and 2 rounds."""
+    """Needs .venv-peers: the tiny-compute workload, cut to cohort 40 and 2 rounds, pfl in its
+    multi-worker mode (2 processes on loopback ports; no rank's output left behind)."""
     from fl.config import load_config
 
     _need_pfl()
     cfg = small_compute_config(_config(True, cache_dir), quick=True)
-    cfg = load_config(cfg.to_dict(), ["cohort.goal=100", "experiment.rounds=2", "population.size=5000"])
-    out = _pfl_against_fedpop(cfg, tmp_path)
-    assert out["model"] == "784-10"
-    assert out["max_abs_diff_vs_fedpop_weights"] < 1e-5
+    cfg = load_config(cfg.to_dict(), ["cohort.goal=40", "experiment.rounds=2", "population.size=1000"])
+    assert all(out["model"] == "784-10" for out in _pfl_against_fedpop(cfg, tmp_path, [2]).values())
 
 
 @pytest.mark.slow
@@ -228,9 +234,9 @@ def test_quick_bench_runs_flower_on_the_same_workload(tmp_path, cache_dir):
     assert len(out["sittings"][0]["per_round_s"]["flower"]) == 3
     assert out["flower_s_per_round"] > 0 and out["fedpop_vs_flower"] > 1
     assert out["max_abs_diff_fedpop_vs_flower_weights"] < 1e-4  # the same SGD steps, to float rounding
-    assert len(out["sittings"][0]["per_round_s"]["pfl"]) == 3
+    assert [len(out["sittings"][0]["per_round_s"][f"pfl_{n}proc"]) for n in (1, 2)] == [3, 3]
     assert out["pfl_s_per_round"] > 0 and out["max_abs_diff_fedpop_vs_pfl_weights"] < 1e-4
     small = out["sittings"][0]["small_compute"]
-    assert small["workload"]["cohort"] == 200 and len(small["per_round_s"]["pfl"]) == 5
+    assert small["workload"]["cohort"] == 200 and len(small["per_round_s"]["pfl_2proc"]) == 5
     assert out["small_compute_pfl_s_per_round"] > 0 and out["small_compute_fedpop_s_per_round"] > 0
     assert out["max_abs_diff_fedpop_vs_pfl_small_compute_weights"] < 1e-4
