@@ -197,9 +197,14 @@ def test_dp_run_accounts_the_cohorts_real_sampling_and_resumes_exactly(ray_local
     rounds = rec.rounds_frame()
     q = rounds["dp_sampling_q"].to_numpy()
     assert (q > 8 / 300).all()  # the eligible pool is smaller than the population: q is larger than goal/N
-    with engine(full_cfg) as process:  # recompute the pool sizes independently
-        pools = [int(process.population.eligible(np.arange(300), full_cfg.cohort.start_hour_utc * 3600.0
-                                                 + r * full_cfg.cohort.round_interval_s).sum()) for r in range(4)]
+    with engine(full_cfg) as process:  # recompute the pool sizes: the closed-form lower bound (fl/population.py)
+        pools = [max(process.population.eligible_count(full_cfg.cohort.start_hour_utc * 3600.0
+                                                       + r * full_cfg.cohort.round_interval_s), s)
+                 for r, s in enumerate(rounds["selected"])]
+        ids = np.arange(300)
+        for r in range(4):  # the bound is below the realized count (mean - 3 sd of a binomial)
+            t = full_cfg.cohort.start_hour_utc * 3600.0 + r * full_cfg.cohort.round_interval_s
+            assert process.population.eligible_count(t) <= process.population.eligible(ids, t).sum()
     from fl.privacy.accounting import accounted_pool
 
     expected = epsilon_of_events([(1.2, Sampling("fixed", sample=8, pool=accounted_pool(p))) for p in pools], 1e-6)
