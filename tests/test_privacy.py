@@ -90,3 +90,45 @@ def test_accounted_pool_rounds_down_to_two_significant_digits():
     from fl.privacy.accounting import accounted_pool
 
     assert [accounted_pool(n) for n in (7, 99, 100, 1149, 123_456)] == [7, 99, 100, 1100, 120_000]
+
+
+@pytest.mark.parametrize("availability", ["always", "phone"])
+def test_dp_fedavg_at_a_billion_devices_accounts_the_true_sampling_rate(availability):
+    """DP-FedAvg (fl/aggregators.py) over a lazy population of 1e9 devices, cohort 1,000:
+    the engine's round_info (fl/process.py: ``selected`` of the ``eligible`` pool) goes
+    into the one accountant; ε is checked against dp_accounting called directly."""
+    import dp_accounting
+    from dp_accounting import rdp
+
+    from fl.aggregators import gaussian_dp
+    from fl.cohort import plan_round
+    from fl.config import CohortSection, PopulationSection
+    from fl.population import Population
+    from fl.privacy.accounting import accounted_pool
+
+    z, delta, rounds = 2.0, 1e-9, 50
+    pop = Population.build(PopulationSection(size=1_000_000_000, availability=availability), seed=0)
+    cohort = CohortSection(goal=1000, over_selection=1.3, round_interval_s=0.0)  # every round at the same hour
+    agg = gaussian_dp(z, 1.0, 1000, delta, pop.size)
+    state, events = agg.init(), []
+    for r in range(rounds):
+        plan = plan_round(pop, cohort, r, 0, 1, 400)
+        info = {"selected": len(plan.device_ids),
+                "eligible": max(pop.eligible_count(plan.t_start), len(plan.device_ids))}
+        _, state, metrics = agg.finalize(state, np.zeros(3), 1000.0, 1000, r, info)
+        events.append((info["selected"], info["eligible"]))
+    selected, pool = events[0]
+    assert len(set(events)) == 1
+    q = metrics["dp_sampling_q"]
+    if availability == "always":
+        assert (selected, pool) == (1000, 1_000_000_000) and q == pytest.approx(1e-6)
+    else:  # the pool is the devices eligible at 02:00 UTC: ~23% of the population
+        assert 2e8 < pool < 2.5e8 and 1300 / 2.5e8 < q < 1300 / 2e8
+    acc = rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
+    acc.compose(dp_accounting.SampledWithoutReplacementDpEvent(accounted_pool(pool), selected,
+                                                               dp_accounting.GaussianDpEvent(z / 2.0)), rounds)
+    independent = acc.get_epsilon(delta)
+    assert metrics["dp_epsilon"] == pytest.approx(independent, rel=1e-9)
+    assert 0 < metrics["dp_epsilon"] < 1.0  # amplification by sampling at q ~ 1e-6
+    # the same releases unsampled would cost far more
+    assert gaussian_epsilon(z / 2.0, delta, rounds=rounds) > 50 * metrics["dp_epsilon"]
