@@ -79,7 +79,8 @@ class ListeningHistories:
                  recognitions_sigma: float = 0.8, taste_weight: float = 0.5, taste_alpha: float = 0.3,
                  max_per_song: int = 0):
         self.catalog = catalog
-        self.region_of = np.asarray(region_of) % catalog.regions
+        # indexed per device: a lazy population column (fl/population.py) or an array
+        self.region_of = region_of
         self.seed = seed
         self.median, self.sigma = recognitions_median, recognitions_sigma
         self.taste_weight, self.taste_alpha = taste_weight, taste_alpha
@@ -93,7 +94,7 @@ class ListeningHistories:
         taste = rng.dirichlet(np.full(c.genres, self.taste_alpha))
         personal = rng.random(n) < self.taste_weight
         genre = np.where(personal, rng.choice(c.genres, size=n, p=taste), -1)
-        return c.sample(int(self.region_of[device_id]), genre, rng.random(n))
+        return c.sample(int(self.region_of[device_id]) % c.regions, genre, rng.random(n))
 
     def histograms(self, device_ids: np.ndarray, dtype=np.uint32) -> np.ndarray:
         """(n, songs) recognition counts per device (capped at ``max_per_song`` if > 0)."""

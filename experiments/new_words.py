@@ -6,7 +6,14 @@ phones whose new words come from the char-LM task's typing data
 (:class:`clients.typing_data.TypingPopulation`, sampled per device by
 :class:`analytics.new_words.NewWordDevices`).  Each round samples a fraction
 gamma of the devices eligible at that simulated hour (idle, charging,
-unmetered); votes are summed with SecAgg+ in groups.  Outputs in ``out_dir``:
+unmetered); votes are summed with SecAgg+ in groups.  The population is lazy
+(fl/population.py): a round draws Binomial(size, gamma) distinct device ids
+(Poisson sampling is exactly that) and keeps the eligible ones, so a round
+costs O(gamma x size) at any size; at a billion devices pass a ``triehh.gamma``
+below the one Corollary 1 gives for the target ε (a smaller gamma is a smaller
+ε) to keep a few thousand voters per round.  The ground truth (devices per new
+word) is exact up to ``TRUTH_SAMPLE`` devices and estimated from that many
+evenly spaced devices beyond (``summary["ground_truth"]``).  Outputs in ``out_dir``:
 ``heavy_hitters.parquet`` (TrieHH at the chosen epsilon and the IBLT
 comparison), ``triehh_rounds.parquet``, ``f1_vs_epsilon.png``, ``summary.json``.
 """
@@ -32,15 +39,20 @@ def load(raw: dict | None, overrides: list[str] | None = None) -> NewWordsConfig
     return load_new_words(raw, overrides)
 
 
+# devices per new word: exact up to this many devices, estimated from a sample beyond
+TRUTH_SAMPLE = 1_000_000
+
+
 def _sampler(pop, cfg: NewWordsConfig, tag: str):
-    """Each round: every device eligible at that hour joins with probability gamma (Poisson sampling)."""
-    all_ids = np.arange(pop.size)
+    """Each round: every device eligible at that hour joins with probability gamma (Poisson
+    sampling), drawn as Binomial(size, gamma) distinct uniform ids of which the eligible
+    ones join: O(gamma x size), whatever the population size."""
 
     def sample(depth: int, gamma: float) -> np.ndarray:
         t = cfg.triehh.start_hour_utc * 3600.0 + depth * cfg.triehh.round_interval_s
-        elig = pop.eligible(all_ids, t)
-        coin = rng_for(cfg.study.seed, "triehh-sample", tag, depth).random(pop.size)
-        return np.flatnonzero(elig & (coin < gamma))
+        rng = rng_for(cfg.study.seed, "triehh-sample", tag, depth)
+        ids = np.sort(rng.choice(pop.size, size=rng.binomial(pop.size, min(gamma, 1.0)), replace=False))
+        return ids[pop.eligible(ids, t)].astype(np.int64)
 
     return sample
 
@@ -108,7 +120,10 @@ def run(cfg: NewWordsConfig, out_dir: Path, progress: bool = True) -> dict:
     ty = cfg.typing
     devices = NewWordDevices.build(seed, dictionary_size=ty.dictionary_size, new_words=ty.new_words,
                                    new_words_per_device=ty.new_words_per_device, new_word_zipf=ty.new_word_zipf)
-    counts = devices.device_counts(np.arange(pop.size))  # ground truth, simulator only
+    truth_ids = pop.sample_ids(TRUTH_SAMPLE)  # every device up to TRUTH_SAMPLE
+    counts = devices.device_counts(truth_ids)  # ground truth, simulator only
+    if len(truth_ids) < pop.size:  # expected devices per word, from an evenly spaced sample
+        counts = np.rint(counts * (pop.size / len(truth_ids))).astype(np.int64)
     truth = {w: int(n) for w, n in zip(devices.vocab, counts) if n > 0}
     t_setup = time.perf_counter() - t_start
     k = cfg.eval.k
@@ -150,6 +165,8 @@ def run(cfg: NewWordsConfig, out_dir: Path, progress: bool = True) -> dict:
     summary = {
         "study": "new-words", "seed": seed, "devices": pop.size, "vocabulary_new_words": len(devices.vocab),
         "new_words_held": len(truth), "true_top10": true_top_k(truth, 10),
+        "ground_truth": ("exact" if len(truth_ids) == pop.size else
+                         f"estimated from {len(truth_ids):,} evenly spaced devices of {pop.size:,}"),
         "epsilon": params.epsilon, "epsilon_target": t.epsilon, "delta": params.delta, "theta": params.theta,
         "gamma": params.gamma, "rounds_L": params.rounds, "rounds_run": main.rounds_run,
         "dp_release": "the set of discovered words; per-prefix vote totals stay with the server",
