@@ -1,7 +1,8 @@
 """`fedpop bench soak`: a long run under faults, checked against an undisturbed one.
 
-Default: 1,000,000 devices, 500 rounds, cohort 200 (with the population's dropouts), a tiny
-model, the CLI's full outputs.  Two runs of `fedpop run fedavg` in subprocesses:
+Default: 1,000,000 devices (``--population 1000000000``: the population is lazy, so a
+billion costs the coordinator what a million does), 500 rounds, cohort 200 (with the
+population's dropouts), a tiny model, the CLI's full outputs.  Two runs of `fedpop run fedavg` in subprocesses:
 
   (a) undisturbed;
   (b) disturbed: a worker killed mid-round every ``kill_every`` rounds
@@ -156,12 +157,14 @@ def compare_runs(a: Path, b: Path) -> dict:
             "rounds": len(ra), "client_rows": len(ca)}
 
 
-def run_bench(out: str, quick: bool = False, cache_dir: str | None = None, population: int = 1_000_000,
+def run_bench(out: str, quick: bool = False, cache_dir: str | None = None, population: int | None = None,
               rounds: int = 500, cohort: int = 200, kill_every: int = 50, seed: int = 0,
               work_dir: str | None = None, repeats: int = 1) -> dict:
     """``repeats`` > 1: that many soaks with seeds ``seed``, ``seed`` + 1, ... (other data,
     cohorts and kill rounds); a target is met when every soak meets it, and the figures are
-    medians with the spread [min, max]."""
+    medians with the spread [min, max].  ``population``: devices (default 1,000,000; 20,000
+    with ``quick``); the population is lazy (fl/population.py), so ``--population
+    1000000000`` costs the coordinator what a million does."""
     if repeats > 1:
         with tempfile.TemporaryDirectory() as tmp:  # each soak's own JSON: kept whole under "soaks"
             soaks = [run_bench(str(Path(tmp) / f"seed{seed + i}.json"), quick, cache_dir, population, rounds,
@@ -171,7 +174,8 @@ def run_bench(out: str, quick: bool = False, cache_dir: str | None = None, popul
     import yaml
 
     if quick:
-        population, rounds, cohort, kill_every = 20_000, 30, 20, 10
+        rounds, cohort, kill_every = 30, 20, 10
+    population = int(population or (20_000 if quick else 1_000_000))
     work = Path(work_dir or tempfile.mkdtemp(prefix="fedpop-soak-"))
     work.mkdir(parents=True, exist_ok=True)
     cache = cache_dir or str(work / "cache")
