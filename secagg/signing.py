@@ -69,6 +69,10 @@ def sign(sk: Ed25519PrivateKey, purpose: bytes, round_id: bytes, sender: int, *p
     return sk.sign(statement(purpose, round_id, sender, *parts))
 
 
+_VERIFIED: set = set()  # (key, statement, signature) triples already verified in this process
+_VERIFIED_MAX = 1 << 18
+
+
 class KeyRegistry:
     """PKI stand-in: party id -> Ed25519 verification key, registered once.
 
@@ -113,14 +117,27 @@ class KeyRegistry:
         self.verify(sender, msg.signature if signature is None else signature, purpose, rid, *parts)
 
     def verify(self, party: int, sig: bytes, purpose: bytes, round_id: bytes, *parts: bytes) -> None:
-        """Check ``sig`` on the statement of ``party``; raise :class:`AuthenticationError`."""
+        """Check ``sig`` on the statement of ``party``; raise :class:`AuthenticationError`.
+
+        The clients simulated in one process (a worker hosting many devices) verify the same
+        advertisement or consistency signature once per neighbour; a successful check of the
+        exact (key, statement, signature) bytes is remembered for the process, so the
+        simulation pays for each distinct signature once.  Each device's decision is the
+        same as if it had verified itself; nothing that failed is remembered."""
         pk = self._loaded.get(party)
         if pk is None:
             pk = self._loaded[party] = Ed25519PublicKey.from_public_bytes(self.raw(party))
         if not isinstance(sig, (bytes, bytearray)) or len(sig) != SIG_BYTES:
             raise AuthenticationError(f"missing or malformed signature from {party} ({purpose.decode()})")
+        stmt = statement(purpose, round_id, party, *parts)
+        seen = (self._raw[int(party)], stmt, bytes(sig))
+        if seen in _VERIFIED:
+            return
         try:
-            pk.verify(bytes(sig), statement(purpose, round_id, party, *parts))
+            pk.verify(bytes(sig), stmt)
+            if len(_VERIFIED) >= _VERIFIED_MAX:
+                _VERIFIED.clear()
+            _VERIFIED.add(seen)
         except InvalidSignature:
             raise AuthenticationError(f"bad signature from {party} on its {purpose.decode()} message "
                                       f"(forged sender, other round, or tampered)") from None

@@ -15,7 +15,11 @@ def test_quick_bench_writes_json(tmp_path):
     assert head["primitives_floor_parts"]["x25519_count"] > 0
     assert head["malicious_total_s"] > 0 and head["malicious_k"] >= head["k"]
     assert len(head["total_s_spread"]["runs"]) == 2 and head["total_s_spread"]["min"] <= head["total_s"]
-    assert set(head["meets_targets"]) == {"total_vs_primitives_floor", "total_s", "malicious_vs_semihonest"}
+    assert set(head["meets_targets"]) == {"total_vs_primitives_floor", "total_s", "malicious_vs_semihonest_same_graph"}
+    # the floor prices HKDF and the share commitments, and keeps the earlier definition beside it
+    parts = head["primitives_floor_parts"]
+    assert parts["hkdf_count"] > 0 and parts["sha256_commitment_count"] > 0
+    assert head["primitives_floor_s_without_hkdf_commitments"] < head["primitives_floor_s"]
     modes = {(c["mode"], c["malicious"]) for c in data["cases"]}
     assert modes == {("secagg", False), ("secagg+", False), ("secagg+", True)}
     for c in data["cases"]:
