@@ -20,9 +20,13 @@ DESCRIPTIONS = {
               "device, 10 rounds) through fedpop with `client.jit_compile`, TFF 0.87, and a one-process "
               "tight loop (the floor); `small_compute`: logistic regression 784→10, one batch of 10 per "
               "device, cohort 1,000; `aggregators`: the MLP workload per aggregator chain.",
-    "peers": "`make bench-peers`: the engine workload through fedpop, TFF and Flower 1.42 "
-             "(`peers/flower_mlp.py` follows Flower's Keras quickstart; `run_simulation`, 1 CPU per "
-             "client; its own virtualenv, `requirements-peers.lock`), with the final weights compared.",
+    "peers": "`make bench-peers`: the engine workload through fedpop, TFF, Flower 1.42 and pfl-research "
+             "0.6, and the tiny-compute workload (logistic regression 784→10, cohort 1,000) through fedpop "
+             "and pfl-research. `peers/flower_mlp.py` follows Flower's Keras quickstart (`run_simulation`, "
+             "1 CPU per client); `peers/pfl_mlp.py` follows pfl's `SimulatedBackend` + `FederatedAveraging` "
+             "(TF backend via tf-keras), in one process and in pfl's multi-worker mode with one process per "
+             "core, taking the faster. Both peers share one virtualenv (`requirements-peers.lock`). Final "
+             "weights are compared with fedpop's.",
     "scale": "`fedpop bench scale`: 1,000,000 devices, cohort 1,000 over-selected 1.3×, a tiny model, full "
              "outputs; each run in a fresh process.",
     "scale_10m": "`fedpop bench scale --population 10000000`: the same at 10,000,000 devices.",
@@ -30,8 +34,9 @@ DESCRIPTIONS = {
             "every 50 rounds and the coordinator SIGKILLed at a seeded random round, then `--resume`; the "
             "final weights and tables compared with an undisturbed run.",
     "secagg": "`fedpop bench secagg`: SecAgg+ with n = 1,000 clients, m = 100,000 parameters, 10 % dropout, "
-              "in one process, against a floor of the primitives the protocol must run, measured in the "
-              "same run; active mode at its own k and t.",
+              "in one process, against a floor of the primitives the protocol must run (X25519, keystream, "
+              "Shamir, AES-GCM, HKDF, share commitments, Ed25519), measured in the same run; active mode at "
+              "its own k and t, and semi-honest on the active graph.",
     "asr": "`fedpop bench asr`: one device's local training as the speech studies run it, in "
            "utterance-epochs per second on one core; `reference` is the same file run against an "
            "earlier tree (`--reference-tree DIR`).",
