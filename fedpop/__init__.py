@@ -22,6 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # quiet TensorFlow on CPU ho
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
 from fedpop.api import Process, build_process  # noqa: E402
+from fl.aggregators import Aggregator  # noqa: E402
+from fl.algorithms import Algorithm  # noqa: E402
 from fl.callbacks import (Callback, Checkpointer, EarlyStopping, Lambda, ProgressBar, Recorder,  # noqa: E402
                           TensorBoard)
 from fl.config import Config, ConfigError, load_config  # noqa: E402
@@ -29,7 +31,7 @@ from fl.data import FederatedData, as_federated_data  # noqa: E402
 from fl.notices import RunWarning  # noqa: E402
 from fl.task import Task, TaskError, register_task  # noqa: E402
 
-__all__ = ["Task", "TaskError", "register_task", "build_process", "Process", "FederatedData", "as_federated_data",
+__all__ = ["Task", "TaskError", "Algorithm", "Aggregator", "register_task", "build_process", "Process", "FederatedData", "as_federated_data",
            "RunWarning", "Config",
            "ConfigError", "load_config", "Callback", "Recorder", "Checkpointer", "ProgressBar", "EarlyStopping",
            "Lambda", "TensorBoard"]

@@ -29,10 +29,11 @@ def _nested(flat: dict) -> dict:
     return out
 
 
-def make_config(task=None, config=None, data=None) -> Config:
+def make_config(task=None, config=None, data=None, algorithm=None) -> Config:
     """A validated `Config` from None, a dict (nested sections and/or dotted keys), a YAML
-    path or a `Config`; ``task`` (a class, registered name or import path) and ``data``
-    (a `FederatedData`: it fixes the population's size and example counts) are folded in."""
+    path or a `Config`; ``task`` (a class, registered name or import path), ``data``
+    (a `FederatedData`: it fixes the population's size and example counts) and ``algorithm``
+    (a `fedpop.Algorithm`, or a name) are folded in."""
     if config is None:
         raw = {}
     elif isinstance(config, Config):
@@ -50,16 +51,50 @@ def make_config(task=None, config=None, data=None) -> Config:
         raw.setdefault("experiment", {})["task"] = task
     if data is not None:
         raw.setdefault("population", {}).update(data.population_overrides())
-    return load_config(raw, task=task if inspect.isclass(task) else None)
+    if isinstance(algorithm, str):
+        raw.setdefault("client", {})["algorithm"] = algorithm
+    return load_config(raw, task=task if inspect.isclass(task) else None,
+                       algorithm=None if isinstance(algorithm, str) else algorithm)
 
 
-def build_process(task, config=None, *, data=None, callbacks=(), progress: bool = True) -> "Process":
+def _algorithm(algorithm):
+    """An `Algorithm` instance (a class is instantiated), a name, or None."""
+    from fl.algorithms import Algorithm
+
+    if inspect.isclass(algorithm) and issubclass(algorithm, Algorithm):
+        return algorithm()
+    if algorithm is None or isinstance(algorithm, (str, Algorithm)):
+        return algorithm
+    raise ConfigError(f"algorithm must be a fedpop.Algorithm, its class or a name, not {type(algorithm).__name__}")
+
+
+def _chain(aggregator):
+    """A chain of aggregator pieces (a tuple) from one piece or a list of them; None stays None."""
+    if aggregator is None:
+        return None
+    chain = tuple(aggregator) if isinstance(aggregator, (list, tuple)) and not hasattr(aggregator, "_fields") \
+        else (aggregator,)
+    from fl.aggregators import check_chain
+
+    try:
+        check_chain(chain)
+    except ValueError as e:
+        raise ConfigError(f"bad value for 'aggregator': {e}") from None
+    return chain
+
+
+def build_process(task, config=None, *, data=None, algorithm=None, aggregator=None, callbacks=(),
+                  progress: bool = True) -> "Process":
     """The federated training process for ``task`` (a `fedpop.Task` subclass, a registered
     name such as "charlm", or "package.module:Class") under ``config``.
 
     ``data``: a `fedpop.FederatedData`, or what `FederatedData` reads (a pandas DataFrame with
     a ``client_id`` column, a TFF ``ClientData``, LEAF JSON, a parquet/CSV path); else the
     config's ``data`` section, if any. It defines the population (one device per client).
+    ``algorithm``: a `fedpop.Algorithm` (or its class, or a registered name) in place of
+    ``client.algorithm``. ``aggregator``: a chain of aggregator pieces in place of the
+    ``aggregator`` section's chain: wrappers (``inner -> Aggregator``) in the order an update
+    meets them, then a reduction (an `Aggregator`); registered names may be mixed in.
     ``callbacks``: `fedpop.Callback` objects called after every ``next``.  ``progress``: a
     progress bar over ``experiment.rounds`` (`tqdm.auto`: a widget in notebooks), as the CLI
     shows; pass False to turn it off.
@@ -75,20 +110,22 @@ def build_process(task, config=None, *, data=None, callbacks=(), progress: bool 
             data = as_federated_data(data)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"bad data: {e}") from None
-    cfg = make_config(task, config, data)
+    algorithm, chain = _algorithm(algorithm), _chain(aggregator)
+    cfg = make_config(task, config, data, algorithm)
     if data is None and cfg.data.format != "none":  # read here: a bad file fails before anything starts
         try:
             data = FederatedData.from_config(cfg.data, cfg.experiment.seed)
         except (ValueError, OSError) as e:
             raise ConfigError(f"bad value for 'data': {e}") from None
-        cfg = make_config(task, cfg, data)
+        cfg = make_config(task, cfg, data, algorithm)
     try:
         check_task(resolve_task(task if task is not None else cfg.experiment.task), needs_data=data is None)
     except TaskError as e:
         raise ConfigError(f"bad value for 'experiment.task': {e}") from None
     if progress and not any(isinstance(cb, ProgressBar) for cb in callbacks):
         callbacks = (*callbacks, ProgressBar(cfg.experiment.rounds))
-    return Process(cfg, task if inspect.isclass(task) else None, data, callbacks)
+    algorithm = None if isinstance(algorithm, str) else algorithm  # (a name is in cfg)
+    return Process(cfg, task if inspect.isclass(task) else None, data, callbacks, algorithm, chain)
 
 
 class Process:
@@ -96,10 +133,11 @@ class Process:
     -> federated-evaluation metrics.  ``rounds`` and ``clients`` hold every round so far as the
     DataFrames the CLI writes (rounds.parquet, clients.parquet)."""
 
-    def __init__(self, cfg: Config, task_cls, data, callbacks=()):
+    def __init__(self, cfg: Config, task_cls, data, callbacks=(), algorithm=None, aggregator=None):
         from fl.callbacks import Recorder
 
         self.cfg, self._task_cls, self.data = cfg, task_cls, data
+        self._algorithm, self._aggregator = algorithm, aggregator
         self._recorder = Recorder()
         self.callbacks = [self._recorder, *callbacks]
         self._engine = self._process = None
@@ -111,7 +149,7 @@ class Process:
         from fl.runner import engine
 
         if self._process is None:
-            self._engine = engine(self.cfg, self._task_cls, self.data)
+            self._engine = engine(self.cfg, self._task_cls, self.data, self._algorithm, self._aggregator)
             self._process = self._engine.__enter__()
         return self
 

@@ -227,8 +227,91 @@ def secure_sum(inner: Aggregator, settings: AggregatorSection, noise_multiplier:
     return inner._replace(accumulate="secure", summation=SecureSum(settings, noise_multiplier))
 
 
-REDUCTIONS = ("mean", "median", "trimmed_mean", "dp_mean")
-WRAPPERS = ("zeroing", "clip", "adaptive_clip", "distributed_dp", "secure_sum")
+def distributed_dp(inner: Aggregator, noise_multiplier: float, expected_reports: int,
+                   target_delta: float) -> Aggregator:
+    """``inner`` (a secure sum of a uniform mean) with the server side of distributed DP
+    (`distributed_dp_mean`): the devices' noise itself is added inside the secure sum."""
+    dd = distributed_dp_mean(noise_multiplier, expected_reports, target_delta)
+    return inner._replace(init=dd.init, client=dd.client, finalize=dd.finalize)
+
+
+# -- chains of pieces: a registry instead of a list of names --------------------------------
+class ChainContext(NamedTuple):
+    """What a configured piece may read besides the aggregator section."""
+    cohort_goal: int
+    population_size: int
+    chain: tuple = ()  # the names of the chain's pieces (a piece may depend on its neighbours)
+
+
+class Configured(NamedTuple):
+    """A chain piece built from the ``aggregator`` config section: ``build(settings, context)``
+    returns a reduction (an `Aggregator`) or a wrapper (``inner -> Aggregator``); ``role`` says
+    which, so a chain is checked before anything is built."""
+    name: str
+    role: str  # "reduction" | "wrapper"
+    build: Callable
+
+
+# The built-ins, registered under the fedpop.aggregators entry-point group (pyproject.toml).
+MEAN = Configured("mean", "reduction", lambda c, ctx: mean(c.weighting))
+MEDIAN = Configured("median", "reduction", lambda c, ctx: median())
+TRIMMED_MEAN = Configured("trimmed_mean", "reduction", lambda c, ctx: trimmed_mean(c.trim_fraction))
+DP_MEAN = Configured("dp_mean", "reduction", lambda c, ctx: gaussian_dp(
+    c.dp_noise_multiplier, c.clip_norm, ctx.cohort_goal, c.dp_delta, ctx.population_size))
+CLIP = Configured("clip", "wrapper", lambda c, ctx: lambda inner: clipped(c.clip_norm, inner))
+ADAPTIVE_CLIP = Configured("adaptive_clip", "wrapper", lambda c, ctx: lambda inner: adaptive_clipped(
+    inner, c.clip_norm or 1.0, c.clip_target_quantile, c.clip_lr))
+ZEROING = Configured("zeroing", "wrapper", lambda c, ctx: lambda inner: zeroing(c.zeroing_norm, inner))
+SECURE_SUM = Configured("secure_sum", "wrapper", lambda c, ctx: lambda inner: secure_sum(
+    inner, c, c.secagg_dp_noise_multiplier if "distributed_dp" in ctx.chain else 0.0))
+DISTRIBUTED_DP = Configured("distributed_dp", "wrapper", lambda c, ctx: lambda inner: distributed_dp(
+    inner, c.secagg_dp_noise_multiplier, ctx.cohort_goal, c.dp_delta))
+
+ENTRY_POINT_GROUP = "fedpop.aggregators"
+
+
+def resolve_piece(piece):
+    """A chain piece: a registered name or an import path is looked up; objects pass through."""
+    from fl.registry import lookup
+
+    return lookup(ENTRY_POINT_GROUP, piece, "aggregator") if isinstance(piece, str) else piece
+
+
+def role_of(piece) -> str:
+    """"reduction" (an `Aggregator`, or a `Configured` reduction) or "wrapper" (a callable
+    ``inner -> Aggregator``); ValueError for anything else."""
+    obj = resolve_piece(piece)
+    if isinstance(obj, Configured):
+        return obj.role
+    if isinstance(obj, Aggregator):
+        return "reduction"
+    if callable(obj):
+        return "wrapper"
+    raise ValueError(f"aggregator {piece!r} is neither an Aggregator nor a wrapper (inner -> Aggregator)")
+
+
+def piece_name(piece) -> str:
+    obj = piece if isinstance(piece, str) else getattr(piece, "name", None) or getattr(piece, "__qualname__", "")
+    return obj if isinstance(obj, str) else repr(piece)
+
+
+def compose(pieces, settings: AggregatorSection, context: ChainContext) -> Aggregator:
+    """The aggregator a chain stands for: the wrappers, in the order a device's update meets
+    them, around the last piece, a reduction."""
+    built = []
+    for piece in pieces:
+        obj = resolve_piece(piece)
+        built.append(obj.build(settings, context) if isinstance(obj, Configured) else obj)
+    if not built or not isinstance(built[-1], Aggregator):
+        raise ValueError("the chain must end with one reduction (an Aggregator)")
+    agg = built.pop()
+    for wrap in reversed(built):  # the first wrapper sees the raw update: apply it last
+        if isinstance(wrap, Aggregator):
+            raise ValueError("a reduction must be last in the chain")
+        agg = wrap(agg)
+        if not isinstance(agg, Aggregator):
+            raise ValueError(f"the aggregator wrapper {wrap!r} did not return an Aggregator")
+    return agg
 
 
 def default_chain(c: AggregatorSection) -> tuple[str, ...]:
@@ -242,16 +325,25 @@ def default_chain(c: AggregatorSection) -> tuple[str, ...]:
 
 
 def check_chain(chain, kind: str = "mean") -> None:
-    """Raise ValueError naming what is wrong with an aggregator chain (a list of names: the
-    wrappers in the order a device's update meets them, then one reduction)."""
-    chain = list(chain)
-    unknown = [c for c in chain if c not in REDUCTIONS + WRAPPERS]
-    if unknown:
-        raise ValueError(f"unknown aggregator {unknown[0]!r} (allowed: {', '.join(WRAPPERS + REDUCTIONS)})")
-    if not chain or chain[-1] not in REDUCTIONS:
-        raise ValueError(f"the chain must end with one reduction ({', '.join(REDUCTIONS)})")
-    if any(c in REDUCTIONS for c in chain[:-1]):
-        raise ValueError(f"a reduction ({', '.join(c for c in chain[:-1] if c in REDUCTIONS)}) must be last")
+    """Raise ValueError naming what is wrong with an aggregator chain (registered names,
+    import paths or objects: the wrappers in the order a device's update meets them, then one
+    reduction).  The built-ins' own constraints are checked by name."""
+    from fl.registry import RegistryError, names
+
+    pieces = list(chain)
+    try:
+        roles = [role_of(p) for p in pieces]
+    except RegistryError as e:
+        if " is not a registered " not in str(e):  # an import path that does not resolve
+            raise ValueError(str(e)) from None
+        raise ValueError(f"unknown aggregator {str(e).split(' is not')[0]} (allowed: "
+                         f"{', '.join(names(ENTRY_POINT_GROUP))}, or an import path 'package.module:attr')") from None
+    chain = [piece_name(p) for p in pieces]
+    if not roles or roles[-1] != "reduction":
+        raise ValueError("the chain must end with one reduction (e.g. mean, median, trimmed_mean, dp_mean)")
+    if "reduction" in roles[:-1]:
+        raise ValueError(f"a reduction ({', '.join(c for c, r in zip(chain[:-1], roles) if r == 'reduction')}) "
+                         "must be last")
     if sum(c in ("clip", "adaptive_clip") for c in chain) > 1:
         raise ValueError("at most one of clip, adaptive_clip")
     if len(set(chain)) != len(chain):
@@ -279,26 +371,9 @@ def check_chain(chain, kind: str = "mean") -> None:
             raise ValueError("distributed_dp with dp_mean would add noise twice: end the chain with mean")
 
 
-def from_config(c: AggregatorSection, cohort_goal: int, population_size: int) -> Aggregator:
-    """The configured aggregator: ``c.chain`` if given, else the flat keys' `default_chain`."""
-    chain = list(c.chain or default_chain(c))
-    check_chain(chain, c.kind)
-    reduction = chain.pop()
-    if reduction == "dp_mean":
-        agg = gaussian_dp(c.dp_noise_multiplier, c.clip_norm, cohort_goal, c.dp_delta, population_size)
-    elif "distributed_dp" in chain:
-        agg = distributed_dp_mean(c.secagg_dp_noise_multiplier, cohort_goal, c.dp_delta)
-    else:
-        agg = {"mean": lambda: mean(c.weighting), "median": median,
-               "trimmed_mean": lambda: trimmed_mean(c.trim_fraction)}[reduction]()
-    for name in reversed(chain):  # the first wrapper sees the raw update: apply it last
-        if name == "clip":
-            agg = clipped(c.clip_norm, agg)
-        elif name == "adaptive_clip":
-            agg = adaptive_clipped(agg, c.clip_norm or 1.0, c.clip_target_quantile, c.clip_lr)
-        elif name == "zeroing":
-            agg = zeroing(c.zeroing_norm, agg)
-        elif name == "secure_sum":
-            agg = secure_sum(agg, c, c.secagg_dp_noise_multiplier if "distributed_dp" in chain else 0.0)
-        # distributed_dp: its reduction (above) and the devices' noise (secure_sum) carry it
-    return agg
+def from_config(c: AggregatorSection, cohort_goal: int, population_size: int, chain=None) -> Aggregator:
+    """The configured aggregator: ``chain`` (pieces given from Python) if given, else
+    ``c.chain``, else the flat keys' `default_chain`; each name resolves through the registry."""
+    pieces = tuple(chain if chain is not None else (c.chain or default_chain(c)))
+    check_chain(pieces, c.kind)
+    return compose(pieces, c, ChainContext(cohort_goal, population_size, tuple(piece_name(p) for p in pieces)))

@@ -69,8 +69,10 @@ class CohortSection:
 class ClientSection:
     # fedavg (McMahan et al. 2017), fedsgd, fedprox (Li et al. 2020), scaffold (Karimireddy et al.
     # 2020), and the personalization algorithms ditto (Li et al. 2021) and fedper (Arivazhagan et
-    # al. 2019), whose devices keep state across rounds (fl/device_state.py, fl/algorithms.py)
-    algorithm: str = choice("fedavg", "fedavg", "fedsgd", "fedprox", "scaffold", "ditto", "fedper")
+    # al. 2019), whose devices keep state across rounds (fl/device_state.py); or a user's
+    # fedpop.Algorithm (fl/algorithms.py)
+    # a registered name (the fedpop.algorithms entry points) or an import path "package.module:Class"
+    algorithm: str = "fedavg"
     epochs: int = bounded(1, 1)
     batch_size: int = bounded(10, 1)
     max_batches: int = bounded(0, 0)  # 0: all batches
@@ -295,16 +297,23 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def load_config(raw: dict | None = None, overrides: list[str] | None = None, task: type | None = None) -> Config:
+def load_config(raw: dict | None = None, overrides: list[str] | None = None, task: type | None = None,
+                algorithm=None) -> Config:
     """Validate a nested dict (from YAML) plus overrides into a `Config`.
 
     The task (``experiment.task``: a registered name or ``module:Class``; or ``task``, a
-    class given from Python) decides the keys of the ``task`` section."""
+    class given from Python) decides the keys of the ``task`` section; the algorithm
+    (``client.algorithm``, or ``algorithm``, a `fl.algorithms.Algorithm` given from Python)
+    checks the keys it depends on."""
+    from fl.algorithms import algorithm_name, resolve_algorithm
+    from fl.registry import RegistryError
     from fl.task import TaskError, resolve_task, task_path
 
     data = merge(raw or {}, parse_overrides(overrides or []))
     if task is not None:
         data = merge(data, {"experiment": {"task": task_path(task)}})
+    if algorithm is not None:
+        data = merge(data, {"client": {"algorithm": algorithm_name(algorithm)}})
     kwargs = build_sections(Config, data, skip=("task",))
     try:
         task_cls = resolve_task(task if task is not None else kwargs["experiment"].task)
@@ -325,11 +334,10 @@ def load_config(raw: dict | None = None, overrides: list[str] | None = None, tas
     if cfg.population.examples_min > cfg.population.examples_max:
         raise ConfigError("bad value for 'population.examples_min': must be <= population.examples_max")
     _check_data(cfg.data)
-    if cfg.client.algorithm == "fedprox" and cfg.client.prox_mu <= 0:
-        raise ConfigError("bad value for 'client.prox_mu': fedprox needs prox_mu > 0")
-    if cfg.client.algorithm == "scaffold" and cfg.client.optimizer != "sgd":
-        raise ConfigError("bad value for 'client.optimizer': scaffold's control variates assume local SGD "
-                          "(allowed: sgd)")
+    try:
+        algo = resolve_algorithm(algorithm if algorithm is not None else cfg.client.algorithm)
+    except RegistryError as e:
+        raise ConfigError(f"bad value for 'client.algorithm': {e}") from None
     agg = cfg.aggregator
     if agg.kind == "secagg" and agg.clip_norm <= 0:
         raise ConfigError("bad value for 'aggregator.clip_norm': aggregator.kind=secagg needs clip_norm > 0 "
@@ -342,7 +350,11 @@ def load_config(raw: dict | None = None, overrides: list[str] | None = None, tas
                           "aggregator.kind=secagg by the flat keys (allowed: 0; use "
                           "aggregator.secagg_dp_noise_multiplier for distributed DP, or the chain "
                           "[clip, secure_sum, dp_mean] for central DP on the secure sum)")
-    _check_chain(cfg)
+    chain = _check_chain(cfg)
+    try:
+        algo.check(cfg, chain)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return cfg
 
 
@@ -358,7 +370,7 @@ def _check_data(data: DataSection) -> None:
                           "(allowed: table, leaf, tff)")
 
 
-def _check_chain(cfg) -> None:
+def _check_chain(cfg) -> tuple:
     """The chain given, or the one the flat keys stand for, must be one that can run."""
     from fl.aggregators import check_chain, default_chain
 
@@ -388,15 +400,9 @@ def _check_chain(cfg) -> None:
         what = "distributed DP" if "distributed_dp" in chain else "dp_noise_multiplier > 0"
         raise ConfigError(f"bad value for 'aggregator.weighting': {agg.weighting!r} with {what} (DP-FedAvg "
                           "weights every report equally, with a fixed denominator; allowed: uniform)")
-    if cfg.client.algorithm == "scaffold":
-        if "secure_sum" in chain or "dp_mean" in chain:
-            raise ConfigError("bad value for 'client.algorithm': scaffold sums control variates in the clear, so it "
-                              "is not combined with a secure sum or DP (allowed: fedavg, fedsgd, fedprox, ditto, "
-                              "fedper)")
-        if chain[-1] in ("median", "trimmed_mean"):
-            raise ConfigError("bad value for 'aggregator.chain': scaffold's control variates assume a mean")
     if "secure_sum" in chain:
         _check_secagg(cfg)
+    return chain
 
 
 def _check_secagg(cfg) -> None:

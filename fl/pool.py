@@ -48,12 +48,14 @@ def stop_ray() -> None:
 
 class WorkerPool:
     def __init__(self, config: dict, num_workers: int = 0, cpus_per_worker: int = 1, task_cls: type | None = None,
-                 data=None, retry_crashed: int = 1):
+                 data=None, retry_crashed: int = 1, algorithm=None, aggregator=None):
         if num_workers <= 0:
             num_workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_worker)
         self.config, self.cpus = config, cpus_per_worker
-        # a task class from Python travels by value (cloudpickle); a dataset goes to the object store once
-        self._setup = {"task_cls": task_cls, "data": None if data is None else ray.put(data)}
+        # a task class, an algorithm and aggregator pieces from Python travel by value (cloudpickle);
+        # a dataset goes to the object store once
+        self._setup = {"task_cls": task_cls, "data": None if data is None else ray.put(data),
+                       "algorithm": algorithm, "aggregator": aggregator}
         self._cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=0)(DeviceWorker)
         self.retry_crashed = retry_crashed
         self.actors = [self._start(i) for i in range(num_workers)]

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fl import aggregators, algorithms, optimizers
+from fl import aggregators, optimizers
+from fl.algorithms import resolve_algorithm
 from fl.cohort import ACCEPTED, DROPPED, FAILED, NONFINITE, REJECTED, STRAGGLER, plan_round, select_cohort
 from fl.config import Config
 from fl.memory import rss_mb
@@ -40,13 +41,16 @@ class RoundOutput:
 
 
 class FederatedProcess:
-    def __init__(self, cfg: Config, pool, population: Population, state_store=None):
+    def __init__(self, cfg: Config, pool, population: Population, state_store=None, algorithm=None,
+                 aggregator=None):
         """``state_store``: the `fl.device_state.DeviceStateStore` the workers write device
-        state to (stateful algorithms only); the process discards what unaccepted reports wrote."""
+        state to (stateful algorithms only); the process discards what unaccepted reports wrote.
+        ``algorithm`` (a `fl.algorithms.Algorithm`) and ``aggregator`` (a chain of pieces) given
+        from Python replace what ``client.algorithm`` and the ``aggregator`` section name."""
         self.cfg, self.pool, self.population = cfg, pool, population
         self.optimizer = optimizers.from_config(cfg.server)
-        self.aggregator = aggregators.from_config(cfg.aggregator, cfg.cohort.goal, population.size)
-        self.algorithm = algorithms.from_config(cfg.client)
+        self.aggregator = aggregators.from_config(cfg.aggregator, cfg.cohort.goal, population.size, aggregator)
+        self.algorithm = resolve_algorithm(algorithm or cfg.client.algorithm).bind(cfg.client)
         self.state_store, self._temp_state = state_store, None
         self.summation = summation_of(self.aggregator)  # plain, stacked or secure (fl/summation.py)
         self.last_eval_clients: list[dict] = []
@@ -57,7 +61,7 @@ class FederatedProcess:
         """Keep device state (stateful algorithms) under ``path``; ``fresh`` clears it (a new run)."""
         from fl.device_state import DeviceStateStore
 
-        if self.algorithm is None:
+        if not self.algorithm.stateful:
             return
         self.state_store = DeviceStateStore(path)
         if fresh:
@@ -70,13 +74,13 @@ class FederatedProcess:
         agg = self.aggregator.broadcast(state.agg_state)
         if agg:
             options["aggregator"] = agg
-        if self.algorithm is not None:
+        if self.algorithm.stateful:
             if self.state_store is None:  # no run directory (Python API): a temporary one, removed by close()
                 import tempfile
 
                 self._temp_state = tempfile.TemporaryDirectory(prefix="fedpop-device-state-")
                 self.use_state_dir(self._temp_state.name, fresh=True)
-            options.update(broadcast=state.algo_state, state_dir=str(self.state_store.root))
+            options.update(broadcast=self.algorithm.broadcast(state.algo_state), state_dir=str(self.state_store.root))
         return options or None
 
     def close(self) -> None:
@@ -87,7 +91,7 @@ class FederatedProcess:
     def initialize(self, weights: np.ndarray | None = None) -> ServerState:
         """Round-0 state from the task model's initial weights, or from ``weights`` (a warm start)."""
         w = np.asarray(self.pool.initial_weights() if weights is None else weights, np.float32)
-        algo = self.algorithm.server_init(w.size) if self.algorithm is not None else {}
+        algo = self.algorithm.server_init(w.size)
         return ServerState(0, w, self.optimizer.init(w.astype(np.float64)), self.aggregator.init(), algo)
 
     def next(self, state: ServerState) -> tuple[ServerState, RoundOutput]:
@@ -166,10 +170,10 @@ class FederatedProcess:
             mean_delta, agg_state, agg_metrics = self.aggregator.finalize(state.agg_state, total, weight, reports,
                                                                           round_seed, round_info)
             agg_metrics = {**agg_metrics, "aggregate_s": time.perf_counter() - t_agg}
-            step, opt_state = self.optimizer.update(state.opt_state, -mean_delta)
+            update, algo_state = self.algorithm.server_update(state.algo_state, mean_delta, extras, reports,
+                                                             self.population.size)
+            step, opt_state = self.optimizer.update(state.opt_state, -update)
             new_w = (state.weights.astype(np.float64) + step).astype(np.float32)
-            algo_state = (self.algorithm.server_update(state.algo_state, extras, reports, self.population.size)
-                          if self.algorithm is not None else state.algo_state)
             new_state = ServerState(r + 1, new_w, opt_state, agg_state, algo_state)
             metrics.update(agg_metrics, updated=True, update_norm=float(np.linalg.norm(mean_delta)))
         if self.state_store is not None:  # device state advances only with an accepted report of an updating round
@@ -215,7 +219,7 @@ class FederatedProcess:
             self.warn("eval-nonfinite", f"evaluation after round {state.round - 1}: {nonfinite} of "
                       f"{len(self.last_eval_clients)} devices had a non-finite loss or metric (NaN/Inf); they are "
                       "left out of eval_loss/eval_accuracy (status 'nonfinite' in the clients table)")
-        if self.algorithm is not None and self.algorithm.personalizes:
+        if self.algorithm.personalizes:
             pn = s.get("personalized_examples", 0.0)
             out.update(eval_personalized_loss=s.get("personalized_loss_sum", np.nan) / pn if pn else np.nan,
                        eval_personalized_accuracy=s.get("personalized_correct_sum", np.nan) / pn if pn else np.nan,

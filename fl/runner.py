@@ -22,13 +22,15 @@ log = logging.getLogger("fedpop")
 
 
 @contextmanager
-def engine(cfg: Config, task: type | None = None, data=None):
+def engine(cfg: Config, task: type | None = None, data=None, algorithm=None, aggregator=None):
     """Ray + population + worker pool + process; tears down what it started.
 
     ``task``: the task class when given from Python (else ``experiment.task`` names it);
     ``data``: a user's `fl.data.FederatedData` (else the config's ``data`` section, if any),
-    which then defines the population.  The task and the data are checked before anything
-    starts; the process's ``cfg`` has the population size and example range of the data."""
+    which then defines the population; ``algorithm`` / ``aggregator``: a `fl.algorithms.Algorithm`
+    and an aggregator chain given from Python (else the config names them).  The task and the
+    data are checked before anything starts; the process's ``cfg`` has the population size and
+    example range of the data."""
     from fl.data import FederatedData
     from fl.task import TaskError, check_task, resolve_task
 
@@ -54,8 +56,8 @@ def engine(cfg: Config, task: type | None = None, data=None):
                                       num_examples=None if data is None else data.sizes)
         build_s = time.perf_counter() - t
         pool = WorkerPool(cfg.to_dict(), cfg.workers.num, cfg.workers.cpus_per_worker, task_cls=task, data=data,
-                          retry_crashed=cfg.workers.retry_crashed)
-        process = FederatedProcess(cfg, pool, population)
+                          retry_crashed=cfg.workers.retry_crashed, algorithm=algorithm, aggregator=aggregator)
+        process = FederatedProcess(cfg, pool, population, algorithm=algorithm, aggregator=aggregator)
         process.population_build_s = build_s
         process.data = data
         yield process

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from fl.algorithms import resolve_algorithm
 from fl.config import ClientSection
 from fl.seeding import rng_for
 
@@ -108,8 +109,11 @@ def hold_out_validation(data: dict[str, np.ndarray], fraction: float, rng: np.ra
 class DeviceTrainer:
     """Builds the task's model once; `train(global_flat, batches)` -> (new_flat, metrics)."""
 
-    def __init__(self, task, client: ClientSection):
+    def __init__(self, task, client: ClientSection, algorithm=None):
+        """``algorithm``: the bound `fl.algorithms.Algorithm` whose client step this trainer
+        traces (default: the one ``client.algorithm`` names)."""
         self.task, self.client = task, client
+        self.algorithm = algorithm if algorithm is not None else resolve_algorithm(client.algorithm).bind(client)
         self.model = task.build_model()
         self.variables = self.model.trainable_variables
         self.shapes = [v.shape for v in self.variables]
@@ -120,7 +124,7 @@ class DeviceTrainer:
         self._mask = (True,) * len(self.variables)
         self._trains: dict[tuple, object] = {}
         self._lr = tf.constant(client.lr, tf.float32)
-        self._mu = tf.constant(client.prox_mu, tf.float32)
+        self._mu = tf.constant(self.algorithm.mu, tf.float32)
         xs, ys = task.example_spec()
         bx = tf.TensorSpec([None, *xs.shape[1:]], xs.dtype)
         by = tf.TensorSpec([None, *ys.shape[1:]], ys.dtype)
@@ -130,12 +134,11 @@ class DeviceTrainer:
         scalar = tf.TensorSpec([], tf.float32)
         self._get = tf.function(self._get_impl, input_signature=[])
         self._assign = tf.function(self._assign_impl, input_signature=[flat])
-        step = self._gradient_impl if client.algorithm == "fedsgd" else self._local_sgd_impl
-        self._step = step
-        # static choices: the proximal term (FedProx; Ditto's personal step) and SCAFFOLD's
-        # gradient correction are traced in only for the algorithms that use them
-        self._prox = client.algorithm in ("fedprox", "ditto")
-        self._corrected = client.algorithm == "scaffold"
+        # the algorithm's client step (fl/algorithms.py): its local steps, loss term and gradient
+        # correction are traced in; the proximal centre and the correction are passed in only
+        # for algorithms that read them
+        self._prox = self.algorithm.uses_anchor
+        self._corrected = self.algorithm.uses_correction
         bounds = tf.TensorSpec([None], tf.int32)
         # concrete functions: traced once, called without tf.function's dispatch cost
         self._train_specs = (flat, bx, by, bi, bw, bounds, scalar, scalar, flat, flat)
@@ -178,6 +181,9 @@ class DeviceTrainer:
     def _get_impl(self):
         return tf.concat([tf.reshape(v, [-1]) for v in self.variables], 0)
 
+    def _step(self, *args):
+        return self.algorithm.local_steps(self, *args)
+
     def _per_example(self, x, y, training):
         """(per-example loss, per-example accuracy): the task's own `batch_loss` if it has
         one (e.g. RNN-T), else cross-entropy and accuracy of the model's logits."""
@@ -190,14 +196,12 @@ class DeviceTrainer:
         per_ex, correct = self._per_example(x, y, True)
         n = tf.reduce_sum(w)
         loss = tf.reduce_sum(per_ex * w) / tf.maximum(n, 1.0)
-        if self._prox:  # Li et al. 2020, "Federated Optimization in Heterogeneous Networks"; Ditto's regularizer
-            loss += 0.5 * mu * tf.add_n([tf.reduce_sum(tf.square(v - a)) for v, a in zip(self.variables, anchor)])
-        return loss, per_ex, correct
+        return self.algorithm.regularize(loss, self.variables, anchor, mu), per_ex, correct
 
-    def _local_sgd_impl(self, x, y, index, ws, lo, hi, lr, mu, anchor, correction):
+    def local_sgd(self, x, y, index, ws, lo, hi, lr, mu, anchor, correction):
         """Local training on batches lo..hi-1: SGD, or Adam (Kingma & Ba 2015) with fresh moments per device.
-        ``anchor`` is the proximal term's centre; ``correction`` (SCAFFOLD's c - c_i,
-        Karimireddy et al. 2020) is added to every gradient. Only trained variables move."""
+        ``anchor`` is the centre of the algorithm's loss term; the algorithm's ``correct`` changes
+        every gradient (e.g. SCAFFOLD's c - c_i, Karimireddy et al. 2020). Only trained variables move."""
         adam = self.client.optimizer == "adam"
         variables = self._trained(self.variables)
         correction = self._trained(correction) if self._corrected else []
@@ -212,8 +216,7 @@ class DeviceTrainer:
                 loss, per_ex, correct = self._batch_loss(tf.gather(x, index[i]), tf.gather(y, index[i]), w,
                                                          anchor, mu)
             grads = tape.gradient(loss, variables)
-            if self._corrected:
-                grads = [tf.convert_to_tensor(g) + c for g, c in zip(grads, correction)]
+            grads = self.algorithm.correct(grads, correction)
             if self.client.clip_norm > 0:
                 grads, _ = tf.clip_by_global_norm(grads, self.client.clip_norm)
             if adam:
@@ -229,7 +232,7 @@ class DeviceTrainer:
             i += 1
         return stats
 
-    def _gradient_impl(self, x, y, index, ws, lo, hi, lr, mu, anchor, correction):
+    def full_gradient(self, x, y, index, ws, lo, hi, lr, mu, anchor, correction):
         """FedSGD (McMahan et al. 2017): one gradient over all local data; delta = -gradient."""
         variables = self._trained(self.variables)
         acc = [tf.zeros_like(v) for v in variables]

@@ -22,46 +22,48 @@ from fl.seeding import hash_uniform, rng_for
 
 class DeviceWorker:
     def __init__(self, config: dict, worker_index: int = 0, threads: int = 1, task_cls: type | None = None,
-                 data=None):
+                 data=None, algorithm=None, aggregator=None):
         """``task_cls``: the task class when given from Python (else ``experiment.task`` names it);
-        ``data``: a user's `fl.data.FederatedData` (else the task makes each device's data).
+        ``data``: a user's `fl.data.FederatedData` (else the task makes each device's data);
+        ``algorithm`` / ``aggregator``: a `fl.algorithms.Algorithm` and an aggregator chain given
+        from Python (else ``client.algorithm`` and ``aggregator`` name them).
         A task that cannot be built here (its constructor, model or example spec raises) does
         not kill the actor: `ping` reports the error and its traceback to the pool."""
         self.setup_error = None
         try:
-            self._setup(config, worker_index, threads, task_cls, data)
+            self._setup(config, worker_index, threads, task_cls, data, algorithm, aggregator)
         except Exception as e:  # reported by ping(), raised by the pool as a TaskError
             self.setup_error = {"error": f"{type(e).__name__}: {e}", "traceback": format_traceback(e)}
 
-    def _setup(self, config: dict, worker_index: int, threads: int, task_cls, data) -> None:
+    def _setup(self, config: dict, worker_index: int, threads: int, task_cls, data, algorithm, aggregator) -> None:
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
         from fl.aggregators import from_config as aggregator_from_config
+        from fl.algorithms import resolve_algorithm
         from fl.cache import DeviceCache
         from fl.config import load_config
         from fl.task import make_task
         from fl.trainer import DeviceTrainer
 
-        self.cfg = load_config(config, task=task_cls)
+        self.cfg = load_config(config, task=task_cls, algorithm=algorithm)
         self.index = worker_index
         seed = self.cfg.experiment.seed
         self.task = make_task(task_cls or self.cfg.experiment.task, self.cfg.task, seed)
         if data is not None:  # a user's federated dataset replaces the task's own device data
             self.task.device_data = data.device_data
         tf.keras.utils.set_random_seed(seed)  # a user model without seeded initializers is still reproducible
-        self.trainer = DeviceTrainer(self.task, self.cfg.client)
+        self.algorithm = resolve_algorithm(algorithm or self.cfg.client.algorithm).bind(self.cfg.client)
+        self.trainer = DeviceTrainer(self.task, self.cfg.client, self.algorithm)
+        self.algorithm.prepare(self.task, self.trainer)
         self._initial = self.trainer.get_weights()  # (training moves the model's variables)
         self.aggregator = aggregator_from_config(self.cfg.aggregator, self.cfg.cohort.goal,
-                                                 self.cfg.population.size)
+                                                 self.cfg.population.size, aggregator)
         self.data = data
         namespace = self.task.cache_namespace if data is None else None
         self.cache = (DeviceCache(self.cfg.workers.cache_dir or None, namespace, self.cfg.workers.cache_memory_mb)
                       if namespace else None)
-        from fl import algorithms
-
-        self.algorithm = algorithms.from_config(self.cfg.client, self.task, self.trainer)
         self.store = None  # device state of stateful algorithms; its directory comes with each round
 
     def ping(self) -> dict:
@@ -95,7 +97,7 @@ class DeviceWorker:
             return self._personalize(weights, device_ids, num_examples, **(options or {}))
         seed, faults = self.cfg.experiment.seed, self.cfg.faults
         t0 = time.perf_counter()
-        if self.algorithm is not None:
+        if self.algorithm.stateful:
             self._use_store((options or {})["state_dir"])
         import tensorflow as tf
 
@@ -129,7 +131,7 @@ class DeviceWorker:
                                                            train=mode == "train")))
             except Exception as e:  # a failing device never takes the worker down
                 _fail(rec, e)
-        if self.algorithm is not None and mode == "train":
+        if self.algorithm.stateful and mode == "train":
             broadcast = (options or {}).get("broadcast", {})
             global_np = np.asarray(weights, np.float32)
             for item in ready:
@@ -137,7 +139,7 @@ class DeviceWorker:
         else:
             for start in range(0, len(ready), self.trainer.chunk):
                 self._run_chunk(global_w, ready[start:start + self.trainer.chunk])
-        if self.algorithm is not None and mode == "eval":
+        if self.algorithm.personalizes and mode == "eval":
             self._evaluate_personal(np.asarray(weights, np.float32), ready)
         r = self._round
         if self.aggregator.accumulate == "stack" and mode == "train":
@@ -183,8 +185,8 @@ class DeviceWorker:
             if rec["status"] != ACCEPTED:
                 continue
             try:
-                weights = self.algorithm.personal_weights(global_np, self.store.load(rec["device_id"],
-                                                                                     self._round["round"]))
+                state = self.store.load(rec["device_id"], self._round["round"])
+                weights = self.algorithm.personal_weights(self.trainer, global_np, state)
                 if weights is None:
                     continue
                 stats = self.trainer.evaluate(tf.constant(weights), batches)

@@ -109,3 +109,19 @@ def test_bench_tables_render_every_file():
     for path in sorted((ROOT / "bench").glob("*.json")):
         assert f"## {path.stem}\n" in text
     assert "| --- |" in text and "✔" in text
+
+
+def test_the_aggregator_example_runs_inside_a_real_round(ray_local, cache_dir):
+    """The page's `norm_logged`, defined in the page's namespace (as in a notebook), travels to
+    the workers by value: its client half runs on every report, its metric is a round column."""
+    import fedpop
+
+    norm_logged = _run_page("aggregators.md")["norm_logged"]
+    cfg = {"experiment.rounds": 2, "population.size": 40, "population.availability": "always", "cohort.goal": 6,
+           "cohort.min_reports": 3, "eval.every": 0, "workers.num": 2, "workers.cache_dir": cache_dir,
+           "aggregator.clip_norm": 0.5, "task": {"input_dim": 6, "hidden": [4], "classes": 3}}
+    with fedpop.build_process("mlp", cfg, aggregator=[norm_logged, "clip", "mean"], progress=False) as process:
+        process.run()
+    rounds = process.rounds
+    assert len(rounds) == 2 and rounds["updated"].all()
+    assert (rounds["mean_update_norm"] > 0).all() and (rounds["clipped_fraction"] >= 0).all()
