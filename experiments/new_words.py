@@ -151,9 +151,11 @@ def run(cfg: NewWordsConfig, out_dir: Path, progress: bool = True) -> dict:
         iblt_table, iblt_summary = (None, None)
         if cfg.iblt.devices >= 2:
             iblt_table, iblt_summary = _iblt_study(cfg, pop, devices, truth, pool, progress)
-    curve = pd.DataFrame(curve_rows).sort_values("epsilon", ignore_index=True)
-    plot_f1_vs_epsilon(curve, out / "f1_vs_epsilon.png", sorted(set(cfg.eval.curve_ks)),
-                       f"TrieHH new words, {pop.size:,} devices")
+    curve = pd.DataFrame(curve_rows, columns=list(curve_rows[0]) if curve_rows else ["epsilon"])
+    curve = curve.sort_values("epsilon", ignore_index=True)
+    if curve_rows:  # eval.curve_epsilons=[]: no sweep (e.g. at a billion devices)
+        plot_f1_vs_epsilon(curve, out / "f1_vs_epsilon.png", sorted(set(cfg.eval.curve_ks)),
+                           f"TrieHH new words, {pop.size:,} devices")
     curve.to_csv(out / "f1_vs_epsilon.csv", index=False)
     tables = [heavy_hitter_table(main.words, main.votes, truth, method="triehh", epsilon=params.epsilon)]
     if iblt_table is not None:
