@@ -35,7 +35,7 @@ def _config(quick: bool, cache_dir: str | None):
     sets = ["client.jit_compile=true"] + ([f"workers.cache_dir={cache_dir}"] if cache_dir else [])
     if quick:
         sets += ["experiment.rounds=3", "cohort.goal=10", "task.hidden=[32, 32]"]
-    return load_yaml(str(CONFIGS / "mlp.yaml"), sets)
+    return load_yaml(str(CONFIGS / "fedavg-mlp.yaml"), sets)
 
 
 def _fedpop(cfg):

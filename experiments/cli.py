@@ -101,7 +101,7 @@ def _finished(out: Path, cfg) -> int | None:
 
 
 def _run(args) -> int:
-    from experiments.registry import EXPERIMENTS, lookup
+    from experiments.registry import lookup, names
     from fl.runner import resolve_resume
 
     overrides = list(args.overrides)
@@ -123,7 +123,7 @@ def _run(args) -> int:
         stored = out / STUDY_FILE
         name = args.name or (stored.read_text().strip() if stored.exists() else None)
         if name is None:
-            name = cfg.experiment.name if cfg.experiment.name in EXPERIMENTS else "fedavg"
+            name = cfg.experiment.name if cfg.experiment.name in names() else "fedavg"
     else:
         if not args.name and not args.config:
             print("fedpop run: give an experiment name, --config FILE or --resume DIR", file=sys.stderr)
@@ -275,9 +275,9 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = _show_warning
     try:
         if args.command == "list":
-            from experiments.registry import EXPERIMENTS
-            for name, (_, cfg) in sorted(EXPERIMENTS.items()):
-                print(f"{name:24s} configs/{cfg}")
+            from experiments.registry import config_of, names
+            for name in names():
+                print(f"{name:24s} configs/{config_of(name).name}")
             return 0
         if args.command == "run":
             return _run(args)

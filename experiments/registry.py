@@ -1,34 +1,36 @@
-"""Named, reproducible studies that `fedpop run NAME` knows."""
+"""Named, reproducible studies that `fedpop run NAME` knows.
+
+A study registers under the ``fedpop.studies`` entry-point group (pyproject.toml), as tasks,
+algorithms and aggregators do: its name points at a module with ``run(cfg, out_dir, progress)
+-> summary`` (and ``load(raw, overrides)`` when it validates its own config, as the analytics
+studies do; the others use the federated-training sections of fl.config).  Its default config
+is ``configs/<name>.yaml``.
+"""
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
-CONFIGS = Path(__file__).parent / "configs"
+from fl.registry import RegistryError
+from fl.registry import lookup as lookup_entry
+from fl.registry import names as entry_names
 
-# name -> (module with run(cfg, out_dir, progress) -> summary, default config file).
-# A module with load(raw, overrides) validates its own config (the analytics studies);
-# the others use the federated-training sections of fl.config.
-EXPERIMENTS = {
-    "fedavg": ("experiments.fedavg_train", "fedavg.yaml"),  # any task: --set experiment.task=pkg.mod:Class
-    "fedavg-charlm": ("experiments.fedavg_charlm", "fedavg-charlm.yaml"),
-    "fedavg-mlp": ("experiments.fedavg_train", "mlp.yaml"),
-    "fedavg-asr": ("experiments.fedavg_asr", "fedavg-asr.yaml"),
-    "euphonia-personalization": ("experiments.euphonia_personalization", "euphonia-personalization.yaml"),
-    "euphonia-data-scaling": ("experiments.euphonia_data_scaling", "euphonia-data-scaling.yaml"),
-    "gboard-handwriting": ("experiments.gboard_handwriting", "gboard-handwriting.yaml"),
-    "new-words": ("experiments.new_words", "new-words.yaml"),
-    "now-playing": ("experiments.now_playing", "now-playing.yaml"),
-    "trill-frill": ("experiments.trill_frill", "trill-frill.yaml"),
-}
+CONFIGS = Path(__file__).parent / "configs"
+ENTRY_POINT_GROUP = "fedpop.studies"
 
 
 def names() -> list[str]:
-    return sorted(EXPERIMENTS)
+    return entry_names(ENTRY_POINT_GROUP)
+
+
+def config_of(name: str) -> Path:
+    return CONFIGS / f"{name}.yaml"
 
 
 def lookup(name: str):
-    if name not in EXPERIMENTS:
+    """(study module, its default config file)."""
+    if ":" in name or name not in names():
         raise KeyError(f"unknown experiment {name!r} (available: {', '.join(names())})")
-    module, config = EXPERIMENTS[name]
-    return importlib.import_module(module), CONFIGS / config
+    try:
+        return lookup_entry(ENTRY_POINT_GROUP, name, "study"), config_of(name)
+    except RegistryError as e:
+        raise KeyError(str(e)) from None

@@ -42,7 +42,7 @@ def _no_ray(monkeypatch):
 def test_config_layers_over_the_named_experiment(tmp_path):
     mine = _write(tmp_path / "my.yaml", {"cohort": {"goal": 7, "min_reports": 3}, "experiment": {"rounds": 2}})
     name, cfg = cli.run_config("fedavg-mlp", str(mine))
-    assert name == "fedavg-mlp" and cfg.experiment.task == "mlp" and cfg.task.input_dim == 784  # mlp.yaml's
+    assert name == "fedavg-mlp" and cfg.experiment.task == "mlp" and cfg.task.input_dim == 784  # fedavg-mlp.yaml's
     assert cfg.population.size == 10000 and cfg.cohort.goal == 7 and cfg.experiment.rounds == 2
     assert cfg.experiment.name == "my"  # named after the file
     named = _write(tmp_path / "other.yaml", {"experiment": {"name": "study-1"}})
