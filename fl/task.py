@@ -17,6 +17,12 @@ and a class that does not subclass `Task` is given `Task`'s defaults behind its 
 - ``example_spec()``: the ``(x, y)`` TensorSpecs, read from one device's data by default;
 - ``batch_loss(model, x, y, training)``: ``(per-example loss, per-example metric)``; default
   sparse cross-entropy of the model's logits and accuracy;
+- ``trainable_mask(model, strategy)``: which variables a personalization strategy fine-tunes
+  (default: every variable; `layers_mask` builds one from layers);
+- ``evaluate_metrics(model, data)``: the task's own metrics of a model on one device's data,
+  reported before and after personalization (default: mean loss and metric of ``batch_loss``);
+- ``personalization_record(before, after, tuned, validation)``: the columns one
+  personalization run reports (default: ``{metric}_before`` / ``{metric}_after``);
 - ``cache_namespace``: where generated device data is cached on disk (``None``: no disk cache);
 - ``personal_mask(model)``: which variables stay on the device under FedPer (default: the last layer);
 - ``example_lengths(data)``: per-example lengths, so ``client.bucket_pool`` can batch similar lengths together.
@@ -30,11 +36,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import inspect
 import json
 
 import numpy as np
+
+from fl.registry import RegistryError, import_path
 
 ENTRY_POINT_GROUP = "fedpop.tasks"
 REQUIRED = ("build_model", "device_data")
@@ -87,10 +94,53 @@ class Task:
         None: examples have no length."""
         return None
 
+    def batch_loss(self, model, x, y, training):
+        """(per-example loss, per-example metric) of one batch: sparse cross-entropy of the
+        model's logits, averaged over any time axis, and accuracy."""
+        from fl.trainer import correct_fraction, sparse_ce  # (TensorFlow loads with the trainer only)
+
+        logits = model(x, training=training)
+        return sparse_ce(y, logits), correct_fraction(y, logits)
+
+    def trainable_mask(self, model, strategy: str) -> list[bool] | None:
+        """Which variables personalization ``strategy`` fine-tunes; None: all of them."""
+        return None
+
+    def evaluate_metrics(self, model, data: dict[str, np.ndarray]) -> dict[str, float]:
+        """The task's own metrics of ``model`` on one device's data: {"loss", "metric"}, the
+        example means of `batch_loss`."""
+        per_ex, metric = self.batch_loss(model, data["x"], data["y"], False)
+        n = len(data["y"])
+        return {"loss": float(np.mean(per_ex)) if n else float("nan"),
+                "metric": float(np.mean(metric)) if n else float("nan")}
+
+    def personalization_record(self, before: dict, after: dict, tuned: dict,
+                               validation: tuple[float, float] | None = None) -> dict:
+        """The columns one personalization run reports: ``evaluate_metrics`` of the starting
+        model (``before``), of the model the device keeps (``after``) and of the fine-tuned one
+        (``tuned``; it differs from ``after`` when validation kept the starting model);
+        ``validation``: (loss before, loss after) on held-back training examples, if any."""
+        rec = {**{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()}}
+        if validation is not None:
+            rec.update(val_loss_before=validation[0], val_loss_after=validation[1], kept_tuned=after is tuned)
+        return rec
+
     def personal_mask(self, model) -> list[bool]:
         """Variables kept on the device by FedPer (Arivazhagan et al. 2019): the last layer's."""
         last = {id(v) for v in model.layers[-1].trainable_variables}
         return [id(v) in last for v in model.trainable_variables]
+
+
+def layers_mask(model, strategy: str, choices: dict) -> list[bool]:
+    """The trainable-variable mask of a personalization strategy: ``choices`` maps each
+    strategy's name to the layers it fine-tunes (None: every variable); an unknown strategy is a
+    ValueError naming the allowed ones."""
+    if strategy not in choices:
+        raise ValueError(f"unknown personalization strategy {strategy!r} (allowed: {', '.join(choices)})")
+    if choices[strategy] is None:
+        return [True] * len(model.trainable_variables)
+    ids = {id(v) for layer in choices[strategy] for v in layer.trainable_variables}
+    return [id(v) in ids for v in model.trainable_variables]
 
 
 def register_task(name: str, cls: type | None = None):
@@ -126,18 +176,12 @@ def resolve_task(spec) -> type:
     if not isinstance(spec, str) or not spec:
         raise TaskError(f"a task is a registered name, 'module:Class' or a class, not {spec!r}")
     if ":" in spec:
-        module_name, _, attr = spec.partition(":")
         try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            raise TaskError(f"task {spec!r}: cannot import module {module_name!r} ({e})") from None
-        obj = module
-        for part in attr.split("."):
-            if not hasattr(obj, part):
-                raise TaskError(f"task {spec!r}: module {module_name!r} has no attribute {attr!r}")
-            obj = getattr(obj, part)
+            obj = import_path(spec, "task")
+        except RegistryError as e:
+            raise TaskError(str(e)) from None
         if not inspect.isclass(obj):
-            raise TaskError(f"task {spec!r}: {attr!r} is not a class")
+            raise TaskError(f"task {spec!r}: {spec.partition(':')[2]!r} is not a class")
         return check_task(obj)
     if spec in _REGISTERED:
         return check_task(_REGISTERED[spec])

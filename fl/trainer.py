@@ -24,7 +24,8 @@ def sparse_ce(y, logits):
     return tf.reshape(tf.reduce_mean(tf.reshape(loss, [tf.shape(loss)[0], -1]), axis=1), [-1])
 
 
-def _correct(y, logits):
+def correct_fraction(y, logits):
+    """Per-example accuracy, averaged over any time axis."""
     hit = tf.cast(tf.equal(tf.cast(tf.argmax(logits, -1), y.dtype), y), tf.float32)
     return tf.reduce_mean(tf.reshape(hit, [tf.shape(hit)[0], -1]), axis=1)
 
@@ -185,12 +186,9 @@ class DeviceTrainer:
         return self.algorithm.local_steps(self, *args)
 
     def _per_example(self, x, y, training):
-        """(per-example loss, per-example accuracy): the task's own `batch_loss` if it has
-        one (e.g. RNN-T), else cross-entropy and accuracy of the model's logits."""
-        if hasattr(self.task, "batch_loss"):
-            return self.task.batch_loss(self.model, x, y, training)
-        logits = self.model(x, training=training)
-        return sparse_ce(y, logits), _correct(y, logits)
+        """(per-example loss, per-example metric): the task's `batch_loss` (by default
+        cross-entropy and accuracy of the model's logits; e.g. RNN-T's own loss)."""
+        return self.task.batch_loss(self.model, x, y, training)
 
     def _batch_loss(self, x, y, w, anchor, mu):
         per_ex, correct = self._per_example(x, y, True)
@@ -327,8 +325,7 @@ class DeviceTrainer:
         if not train:
             return make_batches(data, c.batch_size)
         rng = rng_for(seed, "shuffle", round_num, device_id) if c.shuffle else None
-        lengths_of = getattr(self.task, "example_lengths", None)
-        lengths = lengths_of(data) if c.bucket_pool and lengths_of is not None else None
+        lengths = self.task.example_lengths(data) if c.bucket_pool else None
         return make_batches(data, c.batch_size, c.epochs, c.max_batches, rng, lengths, c.bucket_pool)
 
     def train_many(self, global_flat, devices: list[Batches], mu: float | None = None, anchor=None,

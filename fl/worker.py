@@ -201,15 +201,16 @@ class DeviceWorker:
             _add(self._round["metrics"], {f"personalized_{k}": v for k, v in stats.items()})
 
     def _personalize(self, weights, device_ids, num_examples, strategies=("all",), runs=None) -> dict:
-        """Per device: WER of the global model on its held-out utterances (once), then for each
-        run fine-tune the variables its strategy selects on the training utterances, starting
-        from the global model, and WER again (the personalization recipe of Green et al. 2021).
-        ``runs``: (training examples, strategy) pairs, a learning curve: each run trains on the
-        first n of the device's training examples (nested subsets; 0 = all); default: every
-        strategy on all of them. With client.validation_fraction > 0, some of a run's training
-        phrases are held back and the fine-tuned model is kept only if it lowers their loss; else
-        the device keeps the global model ("kept_base"; "finetuned_wer" is the fine-tuned model's
-        WER either way). One record per device and run; nothing leaves the device but WERs and losses."""
+        """Per device: the task's metrics (`Task.evaluate_metrics`) of the global model on its
+        held-out data (once), then for each run fine-tune the variables its strategy selects
+        (`Task.trainable_mask`) on its training data, starting from the global model, and the
+        metrics again. ``runs``: (training examples, strategy) pairs, a learning curve: each run
+        trains on the first n of the device's training examples (nested subsets; 0 = all);
+        default: every strategy on all of them. With client.validation_fraction > 0, some of a
+        run's training targets are held back and the fine-tuned model is kept only if it lowers
+        their loss; else the device keeps the global model. `Task.personalization_record` names
+        the columns (e.g. the speech recipe, clients/speech/personalization.py). One record per
+        device and run; nothing leaves the device but metrics and losses."""
         import tensorflow as tf
 
         from fl.trainer import hold_out_validation
@@ -227,7 +228,7 @@ class DeviceWorker:
                     if before is None:
                         test, full = self._data(dev, n, "eval"), self._data(dev, n, "train")
                         tr.set_weights(global_t)
-                        before = self.task.decode_metrics(tr.model, test)
+                        before = self.task.evaluate_metrics(tr.model, test)
                     subset = {k: v[:size] for k, v in full.items()} if size else full
                     train, val = hold_out_validation(subset, self.cfg.client.validation_fraction,
                                                      rng_for(seed, "validation", dev))
@@ -237,23 +238,17 @@ class DeviceWorker:
                         delta, stats = tr.train(global_t, tr.batches(train, seed, 0, dev))
                     finally:
                         tr.set_trainable(None)
-                    tuned = tf.constant(global_w + delta)
-                    tr.set_weights(tuned)
-                    after = self.task.decode_metrics(tr.model, test)
-                    rec["finetuned_wer"] = after.get("wer", after.get("cer", np.nan))
-                    if len(val["y"]):
+                    tuned_w = tf.constant(global_w + delta)
+                    tr.set_weights(tuned_w)
+                    tuned = after = self.task.evaluate_metrics(tr.model, test)
+                    validation = None
+                    if len(val["y"]):  # the device keeps the fine-tuned model only if it lowers this loss
                         val_batches = tr.batches(val, seed, 0, dev, train=False)
-                        val_before = _mean_loss(tr.evaluate(global_t, val_batches))
-                        val_after = _mean_loss(tr.evaluate(tuned, val_batches))
-                        rec.update(val_loss_before=val_before, val_loss_after=val_after,
-                                   kept_base=bool(not val_after < val_before))
-                        if rec["kept_base"]:
+                        validation = (_mean_loss(tr.evaluate(global_t, val_batches)),
+                                      _mean_loss(tr.evaluate(tuned_w, val_batches)))
+                        if not validation[1] < validation[0]:
                             after = before
-                    # wer -> wer_before / wer_after, wer_home -> wer_home_before / ..., cer -> cer_before / ...,
-                    # words -> test_words
-                    for k, v in before.items():
-                        rec[f"{k}_before" if _is_error_rate(k) else f"test_{k}"] = v
-                    rec.update({f"{k}_after": v for k, v in after.items() if _is_error_rate(k)})
+                    rec.update(self.task.personalization_record(before, after, tuned, validation))
                     rec["train_loss"] = _mean_loss(stats)
                 except Exception as e:
                     _fail(rec, e)
@@ -404,11 +399,6 @@ def unpack_records(result: dict) -> dict:
     if isinstance(result.get("records"), bytes):
         result["records"] = pickle.loads(result["records"])
     return result
-
-
-def _is_error_rate(metric: str) -> bool:
-    """Metrics of `decode_metrics` reported before and after personalization (wer*, cer*)."""
-    return metric.startswith(("wer", "cer"))
 
 
 def _mean_loss(stats: dict) -> float:

@@ -29,8 +29,9 @@ from clients.handwriting.decoding import BLANK, ctc_loss, encode
 from clients.handwriting.ink import num_points
 from clients.handwriting.qrnn import Recognizer, RecognizerConfig
 from clients.handwriting.writers import PopulationConfig, WriterPopulation
+from clients.speech.personalization import error_rate_record
 from fl.config import ConfigError, bounded
-from fl.task import Task
+from fl.task import Task, layers_mask
 
 REPRESENTATIONS = ("bezier", "points")
 
@@ -181,13 +182,15 @@ class HandwritingTask(Task):
     def trainable_mask(self, model, strategy: str) -> list[bool]:
         """Variables a per-writer fine-tuning strategy updates: "all"; "top" (the last
         bidirectional layer and the softmax); "softmax" (the output layer only)."""
-        chosen = {"all": None, "top": [model.rnns[-1], model.head], "softmax": [model.head]}
-        if strategy not in chosen:
-            raise ValueError(f"unknown personalization strategy {strategy!r} (allowed: {', '.join(chosen)})")
-        if chosen[strategy] is None:
-            return [True] * len(model.trainable_variables)
-        ids = {id(v) for layer in chosen[strategy] for v in layer.trainable_variables}
-        return [id(v) in ids for v in model.trainable_variables]
+        return layers_mask(model, strategy, {"all": None, "top": [model.rnns[-1], model.head], "softmax": [model.head]})
+
+    def evaluate_metrics(self, model, data: dict) -> dict[str, float]:
+        """The metrics personalization reports before and after fine-tuning: `decode_metrics`."""
+        return self.decode_metrics(model, data)
+
+    def personalization_record(self, before, after, tuned, validation=None) -> dict:
+        """Green et al. 2021's per-speaker columns (clients/speech/personalization.py)."""
+        return error_rate_record(before, after, tuned, validation)
 
     def decode_metrics(self, model, data: dict) -> dict[str, float]:
         """Greedy-decoding character and word error rates over a writer's packed words:

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from clients.speech.corpus import CorpusConfig, SpeechCorpus
+from clients.speech.personalization import error_rate_record
 from clients.speech.prompts import DOMAINS
 from clients.speech.rnnt import RNNT, RNNTConfig
 from fl.config import bounded
-from fl.task import Task
+from fl.task import Task, layers_mask
 
 
 class ASRTask(Task):
@@ -117,13 +118,15 @@ class ASRTask(Task):
         """Which variables a personalization strategy fine-tunes (Green et al. 2021:
         the bottom 5 of 8 encoder layers; the rest, joint and prediction network frozen)."""
         enc = model.encoder_layers
-        chosen = {"bottom5": enc[:5], "top3": enc[5:], "all": None}
-        if strategy not in chosen:
-            raise ValueError(f"unknown personalization strategy {strategy!r} (allowed: {', '.join(chosen)})")
-        if chosen[strategy] is None:
-            return [True] * len(model.trainable_variables)
-        ids = {id(v) for layer in chosen[strategy] for v in layer.trainable_variables}
-        return [id(v) in ids for v in model.trainable_variables]
+        return layers_mask(model, strategy, {"bottom5": enc[:5], "top3": enc[5:], "all": None})
+
+    def evaluate_metrics(self, model, data: dict) -> dict[str, float]:
+        """The metrics personalization reports before and after fine-tuning: `decode_metrics`."""
+        return self.decode_metrics(model, data)
+
+    def personalization_record(self, before, after, tuned, validation=None) -> dict:
+        """Green et al. 2021's per-speaker columns (clients/speech/personalization.py)."""
+        return error_rate_record(before, after, tuned, validation)
 
     def decode_metrics(self, model, data: dict) -> dict[str, float]:
         """Greedy-decoding WER over a device's packed utterances, overall ("wer", "words") and
