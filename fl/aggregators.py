@@ -20,26 +20,9 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from fl.chain import (ENTRY_POINT_GROUP, Aggregator, ChainContext, Configured, _no_broadcast,  # noqa: F401
+                      check_chain, default_chain, piece_name, resolve_piece, role_of)
 from fl.config import AggregatorSection
-
-
-def _no_broadcast(state: dict) -> dict:
-    return {}
-
-
-class Aggregator(NamedTuple):
-    init: Callable[[], dict]
-    # (delta, examples, broadcast=None) -> (contribution, weight, info)
-    client: Callable[..., tuple[np.ndarray, float, dict]]
-    # (state, accumulated, weight_sum, reports, round_seed, round_info=None) -> (mean, state, metrics)
-    finalize: Callable[..., tuple[np.ndarray, dict, dict]]
-    broadcast: Callable[[dict], dict] = _no_broadcast  # server state -> the client half's state
-    accumulate: str = "sum"  # "sum" | "stack" | "secure"
-    summation: object = None  # accumulate="secure": the fl.secure_sum.SecureSum that runs it
-    # (client, weight_of): this client is linear, client(delta, examples) == (delta * w, w, {})
-    # with w = weight_of(examples), so a worker may sum updates inside its training call; it
-    # holds only while `client` is that same function (a wrapper that replaces it turns it off)
-    linear: tuple | None = None
 
 
 def linear_weight(agg: Aggregator) -> Callable[[float], float] | None:
@@ -236,22 +219,6 @@ def distributed_dp(inner: Aggregator, noise_multiplier: float, expected_reports:
 
 
 # -- chains of pieces: a registry instead of a list of names --------------------------------
-class ChainContext(NamedTuple):
-    """What a configured piece may read besides the aggregator section."""
-    cohort_goal: int
-    population_size: int
-    chain: tuple = ()  # the names of the chain's pieces (a piece may depend on its neighbours)
-
-
-class Configured(NamedTuple):
-    """A chain piece built from the ``aggregator`` config section: ``build(settings, context)``
-    returns a reduction (an `Aggregator`) or a wrapper (``inner -> Aggregator``); ``role`` says
-    which, so a chain is checked before anything is built."""
-    name: str
-    role: str  # "reduction" | "wrapper"
-    build: Callable
-
-
 # The built-ins, registered under the fedpop.aggregators entry-point group (pyproject.toml).
 MEAN = Configured("mean", "reduction", lambda c, ctx: mean(c.weighting))
 MEDIAN = Configured("median", "reduction", lambda c, ctx: median())
@@ -266,34 +233,6 @@ SECURE_SUM = Configured("secure_sum", "wrapper", lambda c, ctx: lambda inner: se
     inner, c, c.secagg_dp_noise_multiplier if "distributed_dp" in ctx.chain else 0.0))
 DISTRIBUTED_DP = Configured("distributed_dp", "wrapper", lambda c, ctx: lambda inner: distributed_dp(
     inner, c.secagg_dp_noise_multiplier, ctx.cohort_goal, c.dp_delta))
-
-ENTRY_POINT_GROUP = "fedpop.aggregators"
-
-
-def resolve_piece(piece):
-    """A chain piece: a registered name or an import path is looked up; objects pass through."""
-    from fl.registry import lookup
-
-    return lookup(ENTRY_POINT_GROUP, piece, "aggregator") if isinstance(piece, str) else piece
-
-
-def role_of(piece) -> str:
-    """"reduction" (an `Aggregator`, or a `Configured` reduction) or "wrapper" (a callable
-    ``inner -> Aggregator``); ValueError for anything else."""
-    obj = resolve_piece(piece)
-    if isinstance(obj, Configured):
-        return obj.role
-    if isinstance(obj, Aggregator):
-        return "reduction"
-    if callable(obj):
-        return "wrapper"
-    raise ValueError(f"aggregator {piece!r} is neither an Aggregator nor a wrapper (inner -> Aggregator)")
-
-
-def piece_name(piece) -> str:
-    obj = piece if isinstance(piece, str) else getattr(piece, "name", None) or getattr(piece, "__qualname__", "")
-    return obj if isinstance(obj, str) else repr(piece)
-
 
 def compose(pieces, settings: AggregatorSection, context: ChainContext) -> Aggregator:
     """The aggregator a chain stands for: the wrappers, in the order a device's update meets
@@ -312,63 +251,6 @@ def compose(pieces, settings: AggregatorSection, context: ChainContext) -> Aggre
         if not isinstance(agg, Aggregator):
             raise ValueError(f"the aggregator wrapper {wrap!r} did not return an Aggregator")
     return agg
-
-
-def default_chain(c: AggregatorSection) -> tuple[str, ...]:
-    """The chain the flat keys stand for when ``aggregator.chain`` is not given."""
-    if c.kind == "secagg":
-        return ("clip", "distributed_dp", "secure_sum", "mean") if c.secagg_dp_noise_multiplier > 0 else \
-            ("clip", "secure_sum", "mean")
-    if c.dp_noise_multiplier > 0:
-        return ("dp_mean",)
-    return ("clip", "mean") if c.clip_norm > 0 else ("mean",)
-
-
-def check_chain(chain, kind: str = "mean") -> None:
-    """Raise ValueError naming what is wrong with an aggregator chain (registered names,
-    import paths or objects: the wrappers in the order a device's update meets them, then one
-    reduction).  The built-ins' own constraints are checked by name."""
-    from fl.registry import RegistryError, names
-
-    pieces = list(chain)
-    try:
-        roles = [role_of(p) for p in pieces]
-    except RegistryError as e:
-        if " is not a registered " not in str(e):  # an import path that does not resolve
-            raise ValueError(str(e)) from None
-        raise ValueError(f"unknown aggregator {str(e).split(' is not')[0]} (allowed: "
-                         f"{', '.join(names(ENTRY_POINT_GROUP))}, or an import path 'package.module:attr')") from None
-    chain = [piece_name(p) for p in pieces]
-    if not roles or roles[-1] != "reduction":
-        raise ValueError("the chain must end with one reduction (e.g. mean, median, trimmed_mean, dp_mean)")
-    if "reduction" in roles[:-1]:
-        raise ValueError(f"a reduction ({', '.join(c for c, r in zip(chain[:-1], roles) if r == 'reduction')}) "
-                         "must be last")
-    if sum(c in ("clip", "adaptive_clip") for c in chain) > 1:
-        raise ValueError("at most one of clip, adaptive_clip")
-    if len(set(chain)) != len(chain):
-        raise ValueError("an aggregator appears twice in the chain")
-    if chain[-1] == "dp_mean" and "adaptive_clip" in chain:
-        raise ValueError("adaptive_clip with dp_mean is not supported (the clip count would need its own noise)")
-    if "secure_sum" in chain:
-        if chain[-2] != "secure_sum":
-            raise ValueError("secure_sum must come right before the reduction (it is how the contributions "
-                             "are summed)")
-        if chain[-1] not in ("mean", "dp_mean"):
-            raise ValueError(f"secure_sum reveals only the sum: the reduction must be mean or dp_mean, not "
-                             f"{chain[-1]} (it needs every update)")
-        if "clip" not in chain:
-            raise ValueError("secure_sum needs a fixed clip earlier in the chain (the clip norm bounds the "
-                             "quantization range; adaptive_clip would reveal each device's clip bit)")
-    elif kind == "secagg":
-        raise ValueError("aggregator.kind=secagg but the chain has no secure_sum (put secure_sum right before "
-                         "the reduction, e.g. [clip, secure_sum, mean])")
-    if "distributed_dp" in chain:
-        if "secure_sum" not in chain or chain.index("distributed_dp") != chain.index("secure_sum") - 1:
-            raise ValueError("distributed_dp must come right before secure_sum (the devices' noise is only "
-                             "private inside a secure sum)")
-        if chain[-1] != "mean":
-            raise ValueError("distributed_dp with dp_mean would add noise twice: end the chain with mean")
 
 
 def from_config(c: AggregatorSection, cohort_goal: int, population_size: int, chain=None) -> Aggregator:

@@ -306,6 +306,7 @@ def load_config(raw: dict | None = None, overrides: list[str] | None = None, tas
     (``client.algorithm``, or ``algorithm``, a `fl.algorithms.Algorithm` given from Python)
     checks the keys it depends on."""
     from fl.algorithms import algorithm_name, resolve_algorithm
+    from fl.chain import check_section
     from fl.registry import RegistryError
     from fl.task import TaskError, resolve_task, task_path
 
@@ -350,8 +351,8 @@ def load_config(raw: dict | None = None, overrides: list[str] | None = None, tas
                           "aggregator.kind=secagg by the flat keys (allowed: 0; use "
                           "aggregator.secagg_dp_noise_multiplier for distributed DP, or the chain "
                           "[clip, secure_sum, dp_mean] for central DP on the secure sum)")
-    chain = _check_chain(cfg)
-    try:
+    try:  # each component validates its own section: the aggregator chain, then the algorithm
+        chain = check_section(cfg)
         algo.check(cfg, chain)
     except ValueError as e:
         raise ConfigError(str(e)) from None
@@ -368,57 +369,6 @@ def _check_data(data: DataSection) -> None:
     if data.format == "none" and (data.path or data.eval_path or data.loader):
         raise ConfigError("bad value for 'data.format': 'none' with data.path/eval_path/loader set "
                           "(allowed: table, leaf, tff)")
-
-
-def _check_chain(cfg) -> tuple:
-    """The chain given, or the one the flat keys stand for, must be one that can run."""
-    from fl.aggregators import check_chain, default_chain
-
-    agg = cfg.aggregator
-    chain = tuple(agg.chain) or default_chain(agg)
-    key = "aggregator.chain" if agg.chain else "aggregator.kind"
-    try:
-        check_chain(chain, agg.kind)
-    except ValueError as e:
-        raise ConfigError(f"bad value for '{key}': {list(chain)}: {e}") from None
-    if "zeroing" in chain and agg.zeroing_norm <= 0:
-        raise ConfigError("bad value for 'aggregator.zeroing_norm': the chain has zeroing, so it must be > 0")
-    if ("clip" in chain or "dp_mean" in chain) and agg.clip_norm <= 0:
-        raise ConfigError(f"bad value for 'aggregator.clip_norm': the chain {list(chain)} needs clip_norm > 0")
-    if "dp_mean" in chain and agg.dp_noise_multiplier <= 0:
-        raise ConfigError("bad value for 'aggregator.dp_noise_multiplier': dp_mean needs a noise multiplier > 0")
-    if agg.dp_noise_multiplier > 0 and chain[-1] != "dp_mean":
-        raise ConfigError("bad value for 'aggregator.chain': dp_noise_multiplier > 0 but the chain does not end "
-                          "with dp_mean (noise would silently be left out)")
-    if "distributed_dp" in chain and agg.secagg_dp_noise_multiplier <= 0:
-        raise ConfigError("bad value for 'aggregator.secagg_dp_noise_multiplier': the chain has distributed_dp, "
-                          "so it must be > 0")
-    if agg.secagg_dp_noise_multiplier > 0 and "distributed_dp" not in chain:
-        raise ConfigError("bad value for 'aggregator.chain': secagg_dp_noise_multiplier > 0 but the chain has no "
-                          "distributed_dp (noise would silently be left out)")
-    if ("dp_mean" in chain or "distributed_dp" in chain) and agg.weighting != "uniform":
-        what = "distributed DP" if "distributed_dp" in chain else "dp_noise_multiplier > 0"
-        raise ConfigError(f"bad value for 'aggregator.weighting': {agg.weighting!r} with {what} (DP-FedAvg "
-                          "weights every report equally, with a fixed denominator; allowed: uniform)")
-    if "secure_sum" in chain:
-        _check_secagg(cfg)
-    return chain
-
-
-def _check_secagg(cfg) -> None:
-    """Fail before any work when the cohort cannot get a safe SecAgg threshold."""
-    from secagg.errors import ConfigError as SecAggConfigError
-    from secagg.graph import choose_k_t, threshold_for
-
-    agg, n = cfg.aggregator, max(cfg.cohort.goal, 2)
-    try:
-        if agg.secagg_mode == "secagg":
-            threshold_for(n, n - 1, agg.secagg_dropout_rate, agg.secagg_corrupt_fraction, 40.0, agg.secagg_malicious)
-        else:
-            choose_k_t(n, agg.secagg_dropout_rate, agg.secagg_corrupt_fraction, 40.0, agg.secagg_malicious)
-    except SecAggConfigError as e:
-        raise ConfigError(f"bad value for 'aggregator.secagg_corrupt_fraction' / 'secagg_dropout_rate' with "
-                          f"cohort.goal={cfg.cohort.goal}: {e}") from None
 
 
 def resolve_data_paths(raw: dict, base_dir) -> dict:

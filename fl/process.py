@@ -15,13 +15,14 @@ import numpy as np
 
 from fl import aggregators, optimizers
 from fl.algorithms import resolve_algorithm
-from fl.cohort import ACCEPTED, DROPPED, FAILED, NONFINITE, REJECTED, STRAGGLER, plan_round, select_cohort
+from fl.cohort import plan_round, select_cohort
 from fl.config import Config
 from fl.memory import rss_mb
 from fl.notices import WarnOnce
 from fl.population import Population
 from fl.summation import RoundNotPossible, summation_of
 from fl.seeding import rng_for, seed_words
+from fl.status import ACCEPTED, DROPPED, FAILED, NONFINITE, REJECTED, STRAGGLER
 from fl.worker import crashed_result
 
 

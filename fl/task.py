@@ -97,8 +97,6 @@ class Task:
     def batch_loss(self, model, x, y, training):
         """(per-example loss, per-example metric) of one batch: sparse cross-entropy of the
         model's logits, averaged over any time axis, and accuracy."""
-        from fl.trainer import correct_fraction, sparse_ce  # (TensorFlow loads with the trainer only)
-
         logits = model(x, training=training)
         return sparse_ce(y, logits), correct_fraction(y, logits)
 
@@ -129,6 +127,22 @@ class Task:
         """Variables kept on the device by FedPer (Arivazhagan et al. 2019): the last layer's."""
         last = {id(v) for v in model.layers[-1].trainable_variables}
         return [id(v) in last for v in model.trainable_variables]
+
+
+def sparse_ce(y, logits):
+    """Per-example loss: cross-entropy averaged over any time axis."""
+    import tensorflow as tf  # start-up time: the coordinator never loads TensorFlow
+
+    loss = tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+    return tf.reshape(tf.reduce_mean(tf.reshape(loss, [tf.shape(loss)[0], -1]), axis=1), [-1])
+
+
+def correct_fraction(y, logits):
+    """Per-example accuracy, averaged over any time axis."""
+    import tensorflow as tf  # start-up time: the coordinator never loads TensorFlow
+
+    hit = tf.cast(tf.equal(tf.cast(tf.argmax(logits, -1), y.dtype), y), tf.float32)
+    return tf.reduce_mean(tf.reshape(hit, [tf.shape(hit)[0], -1]), axis=1)
 
 
 def layers_mask(model, strategy: str, choices: dict) -> list[bool]:

@@ -16,18 +16,7 @@ import tensorflow as tf
 from fl.algorithms import resolve_algorithm
 from fl.config import ClientSection
 from fl.seeding import rng_for
-
-
-def sparse_ce(y, logits):
-    """Per-example loss: cross-entropy averaged over any time axis."""
-    loss = tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-    return tf.reshape(tf.reduce_mean(tf.reshape(loss, [tf.shape(loss)[0], -1]), axis=1), [-1])
-
-
-def correct_fraction(y, logits):
-    """Per-example accuracy, averaged over any time axis."""
-    hit = tf.cast(tf.equal(tf.cast(tf.argmax(logits, -1), y.dtype), y), tf.float32)
-    return tf.reduce_mean(tf.reshape(hit, [tf.shape(hit)[0], -1]), axis=1)
+from fl.task import correct_fraction, sparse_ce  # noqa: F401 (the default batch loss; bench_engine uses it)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import traceback
 import numpy as np
 
 from fl.aggregators import linear_weight
-from fl.cohort import ACCEPTED, DROPPED, FAILED, NONFINITE, REJECTED
+from fl.status import ACCEPTED, DROPPED, FAILED, NONFINITE, REJECTED
 from fl.seeding import hash_uniform, rng_for
 
 

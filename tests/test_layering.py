@@ -69,3 +69,64 @@ def test_the_tensorboard_writer_does_not_import_tensorflow(tmp_path):
     acc = EventAccumulator(str(tmp_path))
     acc.Reload()
     assert acc.Tags()["scalars"] == ["loss"] and [(e.step, e.value) for e in acc.Scalars("loss")] == [(3, 1.5)]
+
+
+PROJECT = ("fl", "fedpop", "clients", "analytics", "experiments", "secagg", "report")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _all_imports(path: Path, name: str):
+    """Every module an import statement names, at module level or inside a function (an import
+    deferred into a function is still a dependency), except under ``if TYPE_CHECKING:``."""
+    def visit(node):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            if isinstance(child, ast.Import):
+                yield from (a.name for a in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                if child.level:
+                    package = name.split(".")[:len(name.split(".")) - child.level + (path.name == "__init__.py")]
+                    base = ".".join(package + ([child.module] if child.module else []))
+                else:
+                    base = child.module
+                yield base
+                yield from (f"{base}.{a.name}" for a in child.names)
+            yield from visit(child)
+    yield from visit(ast.parse(path.read_text()))
+
+
+def test_no_import_circle_among_the_projects_modules():
+    """Static analysis of every import statement: the module graph is acyclic (an import inside a
+    function does not hide a circle here)."""
+    modules = {_module_name(p): p for pkg in PROJECT for p in (ROOT / pkg).rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        deps = set()
+        for target in _all_imports(path, name):
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name and not name.startswith(target + "."):
+                deps.add(target)
+        graph[name] = deps
+    state, stack, circles = {}, [], []
+
+    def walk(v):
+        state[v] = 1
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if state.get(w) == 1:
+                circles.append(stack[stack.index(w):] + [w])
+            elif w not in state:
+                walk(w)
+        stack.pop()
+        state[v] = 2
+
+    for v in sorted(graph):
+        if v not in state:
+            walk(v)
+    assert circles == [], "\n".join(" -> ".join(c) for c in circles)
