@@ -96,44 +96,65 @@ class FederatedProcess:
         return ServerState(0, w, self.optimizer.init(w.astype(np.float64)), self.aggregator.init(), algo)
 
     def next(self, state: ServerState) -> tuple[ServerState, RoundOutput]:
-        cfg, r = self.cfg, state.round
-        t0 = time.perf_counter()
+        """One round, composed as TFF's learning processes are: cohort and broadcast -> client
+        work (the workers) -> aggregation (the aggregator's summation) -> finalization (the
+        aggregator's finalize, the algorithm's server update, the server optimizer); then the
+        device state of unaccepted reports is discarded and, every eval.every rounds, evaluation."""
+        cfg, r, t0 = self.cfg, state.round, time.perf_counter()
         plan = plan_round(self.population, cfg.cohort, r, cfg.experiment.seed, cfg.client.epochs,
                           model_bytes=4 * state.weights.size)
-        ex = self.population.columns["num_examples"]
-        ids = plan.accepted_ids
         if len(plan.device_ids) < cfg.cohort.goal:
             self.warn("small-pool", self._small_pool_message(r, len(plan.device_ids)))
-        # the largest weight one report can carry (a secure sum sizes its quantizer by it)
-        max_w = cfg.population.examples_max * cfg.client.epochs if cfg.aggregator.weighting == "examples" else 1.0
-        try:
-            planned, sum_error = self.summation.plan(ids, state.weights.size, max_w, cfg.experiment.seed, r), ""
-        except RoundNotPossible as e:
-            planned, sum_error = None, str(e)
-        if sum_error:
-            results = [crashed_result(ids, ex[ids], sum_error)]
-        else:
-            results = self.pool.run(r, state.weights, ids, ex[ids], "train", planned, self._options(state))
+        results, planned, sum_error = self._client_work(state, plan.accepted_ids)
         clients = [rec for res in results for rec in res["records"]]
         total, weight, sum_metrics = np.zeros(state.weights.size), 0.0, {}
         if not sum_error:
-            total, weight, sum_metrics, sum_error = self.summation.collect(self.pool, results, planned, ids,
-                                                                           clients, state.weights.size)
+            total, weight, sum_metrics, sum_error = self.summation.collect(
+                self.pool, results, planned, plan.accepted_ids, clients, state.weights.size)
+        clients = self._train_records(plan, clients, r)
+        counts = {s: sum(rec["status"] == s for rec in clients) for s in (ACCEPTED, DROPPED, STRAGGLER, FAILED, REJECTED)}
+        sums, extras = _summed(results)
+        metrics = {**self._round_metrics(plan, results, counts, sums, r), **sum_metrics}
+        new_state = ServerState(r + 1, state.weights, state.opt_state, state.agg_state, state.algo_state)
+        metrics["message"] = self._no_update(r, sum_error, counts[ACCEPTED], clients)
+        if not metrics["message"]:
+            new_state = self._finalize(state, plan, total, weight, counts[ACCEPTED], sums, extras, metrics)
+        if self.state_store is not None:  # device state advances only with an accepted report of an updating round
+            for rec in clients:
+                if rec["status"] != ACCEPTED or not metrics["updated"]:
+                    self.state_store.discard(rec["device_id"], r)
+        if cfg.eval.every and (r + 1) % cfg.eval.every == 0:
+            metrics.update(self.evaluate(new_state))
+            clients += [{**rec, "round": r, "phase": "eval"} for rec in self.last_eval_clients]
+        metrics["wall_s"] = time.perf_counter() - t0
+        return new_state, RoundOutput(metrics, clients)
+
+    def _client_work(self, state: ServerState, ids: np.ndarray) -> tuple[list[dict], object, str]:
+        """The workers train the accepted devices: (results in worker order, the summation's
+        public plan, why the round cannot be summed or "")."""
+        cfg, ex = self.cfg, self.population.columns["num_examples"]
+        # the largest weight one report can carry (a secure sum sizes its quantizer by it)
+        max_w = cfg.population.examples_max * cfg.client.epochs if cfg.aggregator.weighting == "examples" else 1.0
+        try:
+            planned = self.summation.plan(ids, state.weights.size, max_w, cfg.experiment.seed, state.round)
+        except RoundNotPossible as e:
+            return [crashed_result(ids, ex[ids], str(e))], None, str(e)
+        return self.pool.run(state.round, state.weights, ids, ex[ids], "train", planned, self._options(state)), planned, ""
+
+    def _train_records(self, plan, clients: list[dict], r: int) -> list[dict]:
+        """The round's records: the workers' and one per planned device that never trained, by id."""
+        ex = self.population.columns["num_examples"]
         clients += [{"device_id": int(d), "status": s, "examples": int(ex[d]), "loss": np.nan,
                      "accuracy": np.nan, "error": "", "compute_s": 0.0}
                     for d, s in zip(plan.device_ids.tolist(), plan.status) if s != ACCEPTED]
         for rec in clients:
             rec["round"] = r
         clients.sort(key=lambda rec: rec["device_id"])
-        counts = {s: sum(rec["status"] == s for rec in clients) for s in (ACCEPTED, DROPPED, STRAGGLER, FAILED, REJECTED)}
-        sums, extras = {}, {}
-        for res in results:  # fixed worker order: same bits for the same worker count
-            for k, v in res["metrics"].items():
-                sums[k] = sums.get(k, 0.0) + v
-            for k, v in res.get("extras", {}).items():
-                extras[k] = extras[k] + v if k in extras else np.array(v, np.float64)
         for rec in clients:
             rec["phase"] = "train"
+        return clients
+
+    def _round_metrics(self, plan, results: list[dict], counts: dict, sums: dict, r: int) -> dict:
         metrics = {"round": r, "sim_seconds": plan.sim_seconds, "selected": len(plan.device_ids),
                    "accepted": counts[ACCEPTED], "dropped": counts[DROPPED], "stragglers": counts[STRAGGLER],
                    "failed": counts[FAILED], "rejected": counts[REJECTED],
@@ -146,46 +167,44 @@ class FederatedProcess:
                    "updated": False, "message": ""}
         if "clipped" in sums:
             metrics["clipped_fraction"] = sums["clipped"] / max(sums["reports"], 1)
-        metrics.update(sum_metrics)
-        new_state = ServerState(r + 1, state.weights, state.opt_state, state.agg_state, state.algo_state)
-        reports = counts[ACCEPTED]
+        return metrics
+
+    def _no_update(self, r: int, sum_error: str, reports: int, clients: list[dict]) -> str:
+        """Why round ``r`` makes no update ("" if it does); warned once per cause."""
         if sum_error:
-            metrics["message"] = f"round {r} made no update: {sum_error}"
-        elif reports < cfg.cohort.min_reports:
-            metrics["message"] = (f"round {r} made no update: only {reports} devices reported, "
-                                  f"cohort.min_reports is {cfg.cohort.min_reports}")
-        if metrics["message"]:
-            failed = [rec for rec in clients if rec["status"] == FAILED]
-            if failed:
-                metrics["message"] += (f"; {len(failed)} devices failed, the first (device {failed[0]['device_id']}) "
-                                       f"with {failed[0]['error']}")
-            cause = "failed" if failed else "summation" if sum_error else "reports"
-            self.warn(f"no-update-{cause}", metrics["message"])
+            message = f"round {r} made no update: {sum_error}"
+        elif reports < self.cfg.cohort.min_reports:
+            message = (f"round {r} made no update: only {reports} devices reported, "
+                       f"cohort.min_reports is {self.cfg.cohort.min_reports}")
         else:
-            round_seed = int(np.random.SeedSequence(seed_words(cfg.experiment.seed, "aggregate", r)).generate_state(1)[0])
-            round_info = {"selected": len(plan.device_ids), "client_info": sums}
-            if cfg.aggregator.dp_noise_multiplier > 0 or cfg.aggregator.secagg_dp_noise_multiplier > 0:
-                # the pool the cohort was drawn from (a closed-form lower bound: fl/population.py)
-                round_info["eligible"] = max(self.population.eligible_count(plan.t_start), len(plan.device_ids))
-            t_agg = time.perf_counter()
-            mean_delta, agg_state, agg_metrics = self.aggregator.finalize(state.agg_state, total, weight, reports,
-                                                                          round_seed, round_info)
-            agg_metrics = {**agg_metrics, "aggregate_s": time.perf_counter() - t_agg}
-            update, algo_state = self.algorithm.server_update(state.algo_state, mean_delta, extras, reports,
-                                                             self.population.size)
-            step, opt_state = self.optimizer.update(state.opt_state, -update)
-            new_w = (state.weights.astype(np.float64) + step).astype(np.float32)
-            new_state = ServerState(r + 1, new_w, opt_state, agg_state, algo_state)
-            metrics.update(agg_metrics, updated=True, update_norm=float(np.linalg.norm(mean_delta)))
-        if self.state_store is not None:  # device state advances only with an accepted report of an updating round
-            for rec in clients:
-                if rec["status"] != ACCEPTED or not metrics["updated"]:
-                    self.state_store.discard(rec["device_id"], r)
-        if cfg.eval.every and (r + 1) % cfg.eval.every == 0:
-            metrics.update(self.evaluate(new_state))
-            clients += [{**rec, "round": r, "phase": "eval"} for rec in self.last_eval_clients]
-        metrics["wall_s"] = time.perf_counter() - t0
-        return new_state, RoundOutput(metrics, clients)
+            return ""
+        failed = [rec for rec in clients if rec["status"] == FAILED]
+        if failed:
+            message += (f"; {len(failed)} devices failed, the first (device {failed[0]['device_id']}) "
+                        f"with {failed[0]['error']}")
+        self.warn(f"no-update-{'failed' if failed else 'summation' if sum_error else 'reports'}", message)
+        return message
+
+    def _finalize(self, state: ServerState, plan, total, weight: float, reports: int, sums: dict, extras: dict,
+                  metrics: dict) -> ServerState:
+        """The aggregator's finalize, the algorithm's server update and the server optimizer's
+        step (Reddi et al. 2021); adds their metrics to ``metrics``."""
+        cfg, r = self.cfg, state.round
+        round_seed = int(np.random.SeedSequence(seed_words(cfg.experiment.seed, "aggregate", r)).generate_state(1)[0])
+        round_info = {"selected": len(plan.device_ids), "client_info": sums}
+        if cfg.aggregator.dp_noise_multiplier > 0 or cfg.aggregator.secagg_dp_noise_multiplier > 0:
+            # the pool the cohort was drawn from (a closed-form lower bound: fl/population.py)
+            round_info["eligible"] = max(self.population.eligible_count(plan.t_start), len(plan.device_ids))
+        t_agg = time.perf_counter()
+        mean_delta, agg_state, agg_metrics = self.aggregator.finalize(state.agg_state, total, weight, reports,
+                                                                      round_seed, round_info)
+        agg_metrics = {**agg_metrics, "aggregate_s": time.perf_counter() - t_agg}
+        update, algo_state = self.algorithm.server_update(state.algo_state, mean_delta, extras, reports,
+                                                         self.population.size)
+        step, opt_state = self.optimizer.update(state.opt_state, -update)
+        new_w = (state.weights.astype(np.float64) + step).astype(np.float32)
+        metrics.update(agg_metrics, updated=True, update_norm=float(np.linalg.norm(mean_delta)))
+        return ServerState(r + 1, new_w, opt_state, agg_state, algo_state)
 
     def _small_pool_message(self, r: int, selected: int) -> str:
         goal = self.cfg.cohort.goal
@@ -226,3 +245,15 @@ class FederatedProcess:
                        eval_personalized_accuracy=s.get("personalized_correct_sum", np.nan) / pn if pn else np.nan,
                        eval_personalized_devices=int(sum("personalized_loss" in r for r in self.last_eval_clients)))
         return out
+
+
+def _summed(results: list[dict]) -> tuple[dict, dict]:
+    """The workers' metric sums and algorithm extras, added in fixed worker order (same bits for
+    the same worker count)."""
+    sums, extras = {}, {}
+    for res in results:
+        for k, v in res["metrics"].items():
+            sums[k] = sums.get(k, 0.0) + v
+        for k, v in res.get("extras", {}).items():
+            extras[k] = extras[k] + v if k in extras else np.array(v, np.float64)
+    return sums, extras
