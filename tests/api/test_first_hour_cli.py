@@ -114,9 +114,12 @@ def test_ctrl_c_prints_how_to_resume_and_exits_130(tmp_path):
     sets = ["experiment.task=tiny_tasks:LabelSkew", "experiment.rounds=100000", "population.size=40",
             "population.availability=always", "cohort.goal=6", "cohort.min_reports=3", "eval.every=0",
             "workers.num=2"]
+    # as from a terminal: a test run started in the background (e.g. `make test &`) inherits SIGINT
+    # ignored, and Python then installs no KeyboardInterrupt handler in the child
     proc = subprocess.Popen([sys.executable, "-m", "experiments.cli", "run", "fedavg", "--out", str(out), "--quiet",
                              *[a for s in sets for a in ("--set", s)]], cwd=tmp_path, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 300
         while not (out / "rounds.parquet").exists() and time.time() < deadline and proc.poll() is None:
