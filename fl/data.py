@@ -22,7 +22,6 @@ any of these objects into a `FederatedData`.
 """
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -305,13 +304,7 @@ def _complete(train: dict, ev: dict | None) -> dict | None:
 
 
 def _import(path: str):
-    module, _, attr = path.partition(":")
-    try:
-        obj = importlib.import_module(module)
-    except ImportError as e:
-        raise ValueError(f"data loader {path!r}: cannot import module {module!r} ({e})") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ValueError(f"data loader {path!r}: module {module!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    return obj
+    """The loader ``"module:function"`` names (a ValueError naming it if it cannot be found)."""
+    from fl.registry import import_path
+
+    return import_path(path, "data loader")
